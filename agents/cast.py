@@ -1,0 +1,154 @@
+"""The cast: the autogen-agentchat agents that play student, teacher and judge in one scenario.
+
+Teacher and judge speak through litellm: a hosted model directly, a local GGUF through a managed
+llama.cpp server on loopback (one per model file, shared by the roles that use it). A local student runs
+in-process through llama.cpp, with an optional LoRA adapter; a hosted student speaks through litellm.
+Tests hand in scripted clients instead; everything else is the same code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from teachback.agents import prompts
+from teachback.agents.models import ModelRef, check_litellm_model, resolve
+from teachback.errors import ModelError
+
+if TYPE_CHECKING:
+    from autogen_agentchat.base import ChatAgent
+    from autogen_core.models import ChatCompletionClient
+
+    from teachback.agents.llama_server import ServerPool
+
+ROLES = ("student", "teacher", "judge")
+STUDENT_CONTEXT_MESSAGES = 6  # the student remembers the last few exchanges; tiny models drown in more
+LOCAL_API_KEY = "sk-local"  # llama.cpp's server checks no key; the OpenAI client insists on one
+
+
+@dataclass
+class Cast:
+    """The three agents of a run and the models behind them."""
+
+    student: ChatAgent
+    teacher: ChatAgent
+    judge: ChatAgent
+    models: dict[str, str]  # role -> model string as the user wrote it
+    clients: list[ChatCompletionClient] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+
+def role_settings(scenario: Any, role: str) -> Any:
+    return getattr(scenario, role)
+
+
+def system_prompt(role: str, settings: Any, topic: str) -> str:
+    """The role's system prompt: the scenario's own, or the bundled one, plus the persona if any."""
+    base = settings.system_prompt or prompts.render(f"{role}_system", topic=topic)
+    return f"{base}\n\n{settings.persona}" if settings.persona else base
+
+
+def resolve_adapter(adapter: str | None, scenario_dir: Path) -> Path | None:
+    if adapter is None:
+        return None
+    if adapter == "latest":
+        raise ModelError("student.adapter: 'latest' needs a fine-tuned adapter; none exists yet")
+    path = (scenario_dir / adapter).expanduser()
+    if not path.is_file():
+        raise ModelError(f"student.adapter: no such adapter file: {path}")
+    return path.resolve()
+
+
+def make_client(
+    role: str,
+    ref: ModelRef,
+    settings: Any,
+    *,
+    pool: ServerPool | None,
+    seed: int,
+    adapter: Path | None = None,
+) -> ChatCompletionClient:
+    """The client a role speaks through, chosen by where its model lives."""
+    if role == "student" and ref.is_local:
+        from teachback.agents.llama_local import LlamaCppChatClient
+
+        return LlamaCppChatClient(
+            str(ref.local_path),
+            max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+            seed=seed,
+            lora_path=str(adapter) if adapter else None,
+            role=role,
+        )
+    from teachback.agents.litellm_client import LiteLLMChatClient
+
+    if ref.is_local:
+        if pool is None:
+            raise ModelError(f"{role}: a local model needs a server pool")
+        assert ref.local_path is not None
+        server = pool.get(ref.local_path)
+        return LiteLLMChatClient(
+            server.litellm_model,
+            api_base=server.api_base,
+            api_key=LOCAL_API_KEY,
+            temperature=settings.temperature,
+            max_tokens=settings.max_tokens,
+            seed=seed,
+            role=role,
+        )
+    check_litellm_model(ref.spec)
+    return LiteLLMChatClient(
+        ref.spec, temperature=settings.temperature, max_tokens=settings.max_tokens, seed=seed, role=role
+    )
+
+
+def build_cast(
+    scenario: Any,
+    scenario_dir: Path,
+    *,
+    models: dict[str, str],
+    pool: ServerPool | None,
+    seed: int,
+    clients: dict[str, ChatCompletionClient] | None = None,
+) -> Cast:
+    """Seat the three roles. `models` maps role -> model string; `clients` (tests) replaces the clients."""
+    from autogen_agentchat.agents import AssistantAgent
+    from autogen_core.model_context import BufferedChatCompletionContext
+
+    made: dict[str, ChatCompletionClient] = {}
+    for role in ROLES:
+        if clients and role in clients:
+            made[role] = clients[role]
+            continue
+        adapter = resolve_adapter(scenario.student.adapter, scenario_dir) if role == "student" else None
+        made[role] = make_client(
+            role, resolve(models[role]), role_settings(scenario, role), pool=pool, seed=seed, adapter=adapter
+        )
+    topic = scenario.name
+    student = AssistantAgent(
+        "student",
+        made["student"],
+        system_message=system_prompt("student", scenario.student, topic),
+        model_client_stream=True,
+        model_context=BufferedChatCompletionContext(buffer_size=STUDENT_CONTEXT_MESSAGES),
+        description="asks questions and restates what it learned",
+    )
+    teacher = AssistantAgent(
+        "teacher",
+        made["teacher"],
+        system_message=system_prompt("teacher", scenario.teacher, topic),
+        model_client_stream=True,
+        description="answers from the scenario's knowledge",
+    )
+    judge = AssistantAgent(
+        "judge",
+        made["judge"],
+        system_message=system_prompt("judge", scenario.judge, topic),
+        model_client_stream=True,
+        description="grades answers against the knowledge",
+    )
+    return Cast(student, teacher, judge, dict(models), list(made.values()))

@@ -1,0 +1,334 @@
+"""The director: stages one scenario turn by turn and emits the events everything else consumes.
+
+One turn:
+  1. the student asks a question about the objective it is steered to (the first one not yet covered,
+     with what it got wrong last time); the judge rates the question's relevance, and an off-topic
+     question is asked again (bounded; after that the director asks a plain question itself);
+  2. the teacher answers from the knowledge passages relevant to the question; the judge scores the
+     answer, and a rejected answer is asked again with the judge's reason (bounded);
+  3. the student restates what it learned (teach-back) and the judge scores that: an objective counts as
+     covered when its teach-back is accepted.
+An accepted turn is emitted as `TurnAccepted` the moment it is complete; the recorder syncs it to disk.
+
+The director speaks to the agents only through autogen-agentchat's `on_messages_stream`, so any AutoGen
+agent can fill a role. Teacher and judge start each call fresh; the student keeps a short memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from teachback.agents import prompts
+from teachback.agents.judge import Judgement, Rubric, parse_verdict
+from teachback.transcripts.events import (
+    ANSWER,
+    QUESTION,
+    TEACHBACK,
+    Event,
+    MessageDone,
+    Notice,
+    RunFinished,
+    TokenDelta,
+    TurnAccepted,
+    TurnRejected,
+    TurnStarted,
+    Verdict,
+)
+
+if TYPE_CHECKING:
+    from autogen_agentchat.base import ChatAgent
+
+    from teachback.agents.cast import Cast
+
+Emit = Callable[[Event], None]
+
+
+@dataclass
+class Progress:
+    """What the run has achieved so far; rebuilt from the transcript when a run resumes."""
+
+    objectives: list[str]
+    next_turn: int = 1
+    accepted: int = 0
+    rejected: int = 0
+    covered: list[str] = field(default_factory=list)
+    mistakes: dict[str, str] = field(default_factory=dict)  # objective -> what went wrong last time
+    # (question, answer) pairs accepted so far, so a resumed student remembers its lessons
+    lessons: list[tuple[str, str]] = field(default_factory=list)
+
+    def next_objective(self) -> str:
+        """The first objective not yet covered; once all are, cycle through them by turn."""
+        for objective in self.objectives:
+            if objective not in self.covered:
+                return objective
+        return self.objectives[(self.next_turn - 1) % len(self.objectives)]
+
+    @property
+    def acceptance_rate(self) -> float:
+        done = self.accepted + self.rejected
+        return round(self.accepted / done, 3) if done else 0.0
+
+
+@dataclass(frozen=True)
+class Spoken:
+    text: str
+    tokens: int
+    seconds: float
+
+
+class Director:
+    """Runs the dialogue of one scenario with one cast, emitting events."""
+
+    def __init__(
+        self,
+        scenario: Any,
+        cast: Cast,
+        rubric: Rubric,
+        emit: Emit,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        t_offset: float = 0.0,
+    ):
+        self.scenario = scenario
+        self.cast = cast
+        self.rubric = rubric
+        self._emit = emit
+        self._clock = clock
+        self._t0 = clock() - t_offset
+
+    def now(self) -> float:
+        return round(self._clock() - self._t0, 3)
+
+    def emit(self, event_type: type[Event], **fields: Any) -> None:
+        self._emit(event_type(t=self.now(), **fields))  # type: ignore[call-arg]
+
+    async def run(self, progress: Progress) -> Progress:
+        """Play turns until the budget is spent. Cancellation propagates after the transcript is closed."""
+        from autogen_core import CancellationToken
+
+        self._cancel = CancellationToken()
+        await self._remind_student(progress)
+        try:
+            while progress.next_turn <= self.scenario.turns:
+                await self._turn(progress)
+                progress.next_turn += 1
+        except BaseException as exc:
+            self._cancel.cancel()
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt | _cancelled()) else "failed"
+            self._finish(progress, status, _one_line(exc) if status == "failed" else "stopped by the user")
+            raise
+        self._finish(progress, "completed", "")
+        return progress
+
+    def _finish(self, progress: Progress, status: str, reason: str) -> None:
+        self.emit(
+            RunFinished,
+            status=status,
+            turns=progress.next_turn - 1,
+            accepted=progress.accepted,
+            acceptance_rate=progress.acceptance_rate,
+            objectives_covered=list(progress.covered),
+            reason=reason,
+        )
+
+    async def _remind_student(self, progress: Progress) -> None:
+        """After a resume, give the student its earlier lessons back (they are its conversation)."""
+        from autogen_core.models import AssistantMessage, UserMessage
+
+        context = getattr(self.cast.student, "model_context", None)
+        if context is None:
+            return
+        for question, answer in progress.lessons:
+            await context.add_message(AssistantMessage(content=question, source="student"))
+            await context.add_message(UserMessage(content=answer, source="teacher"))
+
+    # -- one turn ---------------------------------------------------------------------------------------
+
+    async def _turn(self, progress: Progress) -> None:
+        turn = progress.next_turn
+        objective = progress.next_objective()
+        self.emit(TurnStarted, turn=turn, objective=objective)
+
+        question = await self._ask(turn, objective, progress.mistakes.get(objective, ""))
+        answer, verdict = await self._answer(turn, question)
+        if not verdict.accepted:
+            progress.rejected += 1
+            progress.mistakes[objective] = "The last answer about this was rejected; ask more precisely."
+            self.emit(TurnRejected, turn=turn, objective=objective, reason=verdict.reason)
+            return
+
+        restatement, check = "", None
+        if self.scenario.teachback:
+            restatement, check = await self._teachback(turn, objective, answer)
+        covered = check.accepted if check is not None else True
+        if covered and objective not in progress.covered:
+            progress.covered.append(objective)
+        if covered:
+            progress.mistakes.pop(objective, None)
+        elif check is not None:
+            progress.mistakes[objective] = f"Last time you misunderstood it ({check.reason})."
+        progress.accepted += 1
+        progress.lessons.append((question, answer))
+        self.emit(
+            TurnAccepted,
+            turn=turn,
+            objective=objective,
+            question=question,
+            answer=answer,
+            score=verdict.score,
+            teacher_model=self.cast.models["teacher"],
+            teachback=restatement,
+            teachback_score=check.score if check else 0.0,
+            objective_covered=covered,
+        )
+
+    async def _ask(self, turn: int, objective: str, mistake: str) -> str:
+        from autogen_agentchat.messages import TextMessage
+
+        feedback = mistake
+        for attempt in range(1, self.scenario.question_retries + 2):
+            prompt = prompts.render("student_ask", objective=objective, feedback=feedback)
+            spoken = await self._speak(
+                self.cast.student,
+                [TextMessage(content=prompt, source="director")],
+                turn=turn,
+                role="student",
+                kind=QUESTION,
+                attempt=attempt,
+            )
+            question = _first_question(spoken.text)
+            judged = self.rubric.question(question, objective)
+            self._verdict(turn, QUESTION, judged, attempt)
+            if judged.accepted:
+                return question
+            feedback = f"Your question '{question[:80]}' was off topic. Ask about {objective}."
+        question = f"What should I know about {objective}?"
+        self.emit(Notice, level="warning", turn=turn, message=f"student stayed off topic; director asks: {question}")
+        return question
+
+    async def _answer(self, turn: int, question: str) -> tuple[str, Judgement]:
+        from autogen_agentchat.messages import TextMessage
+
+        notes = self.rubric.notes_for(question)
+        feedback = ""
+        answer, judged = "", Judgement(0.0, False, "no answer")
+        for attempt in range(1, self.scenario.answer_retries + 2):
+            await self.cast.teacher.on_reset(self._cancel)
+            prompt = prompts.render("teacher_question", notes=notes, question=question, feedback=feedback)
+            spoken = await self._speak(
+                self.cast.teacher,
+                [TextMessage(content=prompt, source="student")],
+                turn=turn,
+                role="teacher",
+                kind=ANSWER,
+                attempt=attempt,
+            )
+            answer = spoken.text.strip()
+            judged = await self._judge_answer(turn, question, answer, notes, attempt)
+            if judged.accepted:
+                break
+            feedback = judged.reason
+        return answer, judged
+
+    async def _judge_answer(self, turn: int, question: str, answer: str, notes: str, attempt: int) -> Judgement:
+        from autogen_agentchat.messages import TextMessage
+
+        await self.cast.judge.on_reset(self._cancel)
+        prompt = prompts.render("judge_answer", notes=notes, question=question, answer=answer)
+        spoken = await self._speak(
+            self.cast.judge,
+            [TextMessage(content=prompt, source="director")],
+            turn=turn,
+            role="judge",
+            kind=ANSWER,
+            attempt=attempt,
+        )
+        judged = self.rubric.answer(question, answer, parse_verdict(spoken.text))
+        self._verdict(turn, ANSWER, judged, attempt)
+        return judged
+
+    async def _teachback(self, turn: int, objective: str, answer: str) -> tuple[str, Judgement]:
+        from autogen_agentchat.messages import TextMessage
+
+        prompt = prompts.render("student_teachback", answer=answer, objective=objective)
+        spoken = await self._speak(
+            self.cast.student,
+            [TextMessage(content=prompt, source="teacher")],
+            turn=turn,
+            role="student",
+            kind=TEACHBACK,
+            attempt=1,
+        )
+        judged = self.rubric.teachback(objective, answer, spoken.text)
+        self._verdict(turn, TEACHBACK, judged, 1)
+        return spoken.text.strip(), judged
+
+    # -- speaking and judging ---------------------------------------------------------------------------
+
+    def _verdict(self, turn: int, kind: str, judged: Judgement, attempt: int) -> None:
+        self.emit(
+            Verdict,
+            turn=turn,
+            kind=kind,
+            score=judged.score,
+            accepted=judged.accepted,
+            reason=judged.reason,
+            components=judged.components,
+            attempt=attempt,
+        )
+
+    async def _speak(
+        self, agent: ChatAgent, messages: Sequence[Any], *, turn: int, role: str, kind: str, attempt: int
+    ) -> Spoken:
+        """Send messages to an agent, streaming its tokens as events; the complete message last."""
+        from autogen_agentchat.base import Response
+        from autogen_agentchat.messages import ModelClientStreamingChunkEvent
+
+        started = self._clock()
+        chunks = 0
+        final: Any = None
+        async for item in agent.on_messages_stream(messages, self._cancel):
+            if isinstance(item, ModelClientStreamingChunkEvent):
+                chunks += 1
+                self.emit(TokenDelta, turn=turn, role=role, name=agent.name, kind=kind, text=item.content)
+            elif isinstance(item, Response):
+                final = item.chat_message
+        text = final.to_text() if final is not None else ""
+        usage = getattr(final, "models_usage", None)
+        tokens = usage.completion_tokens if usage and usage.completion_tokens else chunks
+        seconds = round(self._clock() - started, 3)
+        self.emit(
+            MessageDone,
+            turn=turn,
+            role=role,
+            name=agent.name,
+            kind=kind,
+            text=text,
+            model=self.cast.models.get(role, ""),
+            tokens=tokens,
+            seconds=seconds,
+            attempt=attempt,
+        )
+        return Spoken(text, tokens, seconds)
+
+
+def _first_question(text: str) -> str:
+    """The student's question, trimmed: tiny models ramble on after the question mark."""
+    text = text.strip().strip('"').strip()
+    end = text.find("?")
+    if end != -1:
+        text = text[: end + 1]
+    return " ".join(text.split())[:300]
+
+
+def _cancelled() -> type[BaseException]:
+    import asyncio
+
+    return asyncio.CancelledError
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

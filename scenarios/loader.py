@@ -1,0 +1,340 @@
+"""Load a scenario file: parse, validate, read its knowledge, and report every problem with its line.
+
+    load_scenario("s.yaml")  ->  LoadedScenario(scenario, path, sha256, knowledge_text, knowledge_files)
+    or raises ScenarioError([
+        "s.yaml:7: judge.threshold: must be between 0 and 1, got 1.5",
+        "s.yaml:12: quiz[2].keywords[0]: not a valid regular expression (...): '(Korrin'",
+    ])
+
+Lines come from the composed YAML node tree (`yaml.compose`), so each problem points at the offending key,
+or at the nearest enclosing mapping when a field is missing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from teachback.scenarios.schema import Scenario
+
+from teachback.errors import ScenarioError
+
+BUNDLED_DIR = Path(__file__).resolve().parent
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class LoadedScenario:
+    """A validated scenario with its resolved file, content hash and knowledge text."""
+
+    scenario: Scenario
+    path: Path  # resolved
+    sha256: str  # of the scenario file's bytes
+    knowledge_text: str  # inline text, then each file's text, joined by blank lines
+    knowledge_files: list[Path] = field(default_factory=list)  # resolved
+
+
+def bundled_scenarios() -> list[Path]:
+    """The scenario scripts that ship with teachback."""
+    return sorted(BUNDLED_DIR.glob("*.yaml"))
+
+
+def find_scenario(name_or_path: str) -> Path:
+    """An existing file path as given, else a bundled scenario by name (`invented-domain`)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    stem = name_or_path[: -len(".yaml")] if name_or_path.endswith(".yaml") else name_or_path
+    for bundled in bundled_scenarios():
+        if bundled.stem == stem:
+            return bundled
+    names = ", ".join(p.stem for p in bundled_scenarios()) or "none"
+    raise ScenarioError([f"{name_or_path}: no such scenario file or bundled scenario (bundled: {names})"])
+
+
+def load_scenario(path: str | Path) -> LoadedScenario:
+    """Parse and validate a scenario file; raises ScenarioError listing every problem found."""
+    shown = str(path)
+    file = Path(path).expanduser()
+    raw, root, data = _read_yaml(shown, file)
+
+    lines: dict[Loc, int] = {}
+    problems: list[tuple[int, str]] = []  # (line, "field: message")
+    _map_lines(root, (), lines, problems)
+    scenario = _validate(data, lines, problems)
+    texts, files = _read_knowledge(data.get("knowledge"), file.resolve().parent, lines, problems)
+
+    if problems or scenario is None:
+        problems.sort(key=lambda p: p[0])  # stable: same-line problems keep their order
+        raise ScenarioError([f"{shown}:{line}: {what}" for line, what in problems])
+    if scenario.knowledge and scenario.knowledge.text.strip():
+        texts.insert(0, scenario.knowledge.text.strip())
+    return LoadedScenario(
+        scenario=scenario,
+        path=file.resolve(),
+        sha256=hashlib.sha256(raw).hexdigest(),
+        knowledge_text="\n\n".join(texts),
+        knowledge_files=files,
+    )
+
+
+def _read_yaml(shown: str, file: Path) -> tuple[bytes, yaml.MappingNode, dict[str, Any]]:
+    """The file's bytes, its composed node tree and its data; a one-problem ScenarioError otherwise."""
+    if not file.exists():
+        raise ScenarioError([f"{shown}: no such scenario file"])
+    if not file.is_file():
+        raise ScenarioError([f"{shown}: not a file; expected a YAML scenario file"])
+    try:
+        raw = file.read_bytes()
+        text = raw.decode("utf-8")
+    except OSError as exc:
+        raise ScenarioError([f"{shown}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ScenarioError([f"{shown}: not UTF-8 text; expected a YAML scenario file"]) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text) if root is not None else None
+    except yaml.YAMLError as exc:
+        raise ScenarioError([_yaml_problem(shown, exc)]) from None
+    if root is None:
+        raise ScenarioError(
+            [f"{shown}:1: (file): the file is empty; expected a mapping with name and objectives"]
+        )
+    if not isinstance(root, yaml.MappingNode) or not isinstance(data, dict):
+        line = root.start_mark.line + 1
+        expected = "expected a mapping of fields (name:, objectives:, ...)"
+        raise ScenarioError([f"{shown}:{line}: (top level): {expected}, got {_kind(data)}"])
+    return raw, root, data
+
+
+def _validate(
+    data: dict[str, Any], lines: dict[Loc, int], problems: list[tuple[int, str]]
+) -> Scenario | None:
+    """The validated Scenario, or None after recording each validation error as a problem."""
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            # a list-level check (duplicates) names the offending item in ctx["at"]
+            loc = tuple(error["loc"]) + tuple((error.get("ctx") or {}).get("at", ()))
+            problems.append((_line(lines, loc), f"{_dotted(loc)}: {_message(error, loc)}"))
+        return None
+
+
+def _read_knowledge(
+    knowledge: Any, base: Path, lines: dict[Loc, int], problems: list[tuple[int, str]]
+) -> tuple[list[str], list[Path]]:
+    """Read each knowledge file that the data names; record a problem for each one that cannot be read."""
+    names = knowledge.get("files") if isinstance(knowledge, dict) else None
+    if not isinstance(names, list):
+        return [], []
+    texts: list[str] = []
+    files: list[Path] = []
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            continue  # the schema reports it
+        loc: Loc = ("knowledge", "files", i)
+        where = f"{_dotted(loc)}: "
+        path = (base / Path(name).expanduser()).resolve()
+        try:
+            content = path.read_bytes().decode("utf-8").strip()
+        except FileNotFoundError:
+            problems.append((_line(lines, loc), where + f"no such file: {path}"))
+            continue
+        except IsADirectoryError:
+            problems.append((_line(lines, loc), where + f"is a folder, expected a text file: {path}"))
+            continue
+        except OSError as exc:
+            problems.append((_line(lines, loc), where + f"cannot read {path}: {exc.strerror}"))
+            continue
+        except UnicodeDecodeError:
+            problems.append((_line(lines, loc), where + f"not UTF-8 text: {path}"))
+            continue
+        if not content:
+            problems.append((_line(lines, loc), where + f"the file is empty: {path}"))
+            continue
+        texts.append(content)
+        files.append(path)
+    return texts, files
+
+
+# --- line numbers -------------------------------------------------------------------------------------
+
+
+def _map_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[tuple[int, str]]) -> None:
+    """Record the 1-based line of every key and list item; report keys that appear twice in one mapping."""
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                problems.append(
+                    (line, f"{_dotted(loc + (key,))}: duplicate key; first given on line {seen[key]}")
+                )
+            else:
+                seen[key] = line
+            lines[loc + (key,)] = line  # a repeated key: the last one wins, as in the loaded data
+            _map_lines(value_node, loc + (key,), lines, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _map_lines(item, loc + (i,), lines, problems)
+
+
+def _line(lines: dict[Loc, int], loc: Loc) -> int:
+    """The line of `loc`, or of its nearest parent that exists in the file."""
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def _dotted(loc: Loc) -> str:
+    """('quiz', 2, 'keywords', 0) -> 'quiz[2].keywords[0]'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _yaml_problem(shown: str, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else 1
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    message = f"{problem} ({context})" if context else problem
+    if "'\\t'" in message:
+        message += "; indent with spaces, not tabs"
+    elif "<block" in message:
+        message += "; check the indentation"
+    return f"{shown}:{line}: (yaml): {message}"
+
+
+# --- messages -----------------------------------------------------------------------------------------
+
+_EXPECTED = {
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "string_type": "text",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "model_type": "a mapping of fields",
+    "model_attributes_type": "a mapping of fields",
+    "dict_type": "a mapping of fields",
+}
+
+
+def _message(error: Any, loc: Loc) -> str:
+    """A short sentence for one pydantic error: what is wrong and what is expected."""
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "missing":
+        info = _field_info(loc)
+        return "required field is missing" + (f": {info.description}" if info and info.description else "")
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        if model is None:
+            return "unknown field"
+        close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return f"unknown field; {hint}expected one of {', '.join(model.model_fields)}"
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {_shown(value)}"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        low, high = _bounds(loc)
+        if low is not None and high is not None:
+            return f"must be between {low:g} and {high:g}, got {_shown(value)}"
+        if low is not None:
+            return f"must be at least {low:g}, got {_shown(value)}"
+        if high is not None:
+            return f"must be at most {high:g}, got {_shown(value)}"
+    if kind == "too_short" and ctx.get("min_length") is not None:
+        least, got = ctx["min_length"], ctx.get("actual_length", 0)
+        return f"must have at least {least} item{'s' if least != 1 else ''}, got {got or 'an empty list'}"
+    if kind == "too_long" and ctx.get("max_length") is not None:
+        return f"must have at most {ctx['max_length']} item(s)"
+    message = str(error["msg"])
+    return message[len("Value error, ") :] if message.startswith("Value error, ") else message
+
+
+def _shown(value: Any) -> str:
+    """A value as YAML would spell it, short."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"text {_shown(value)}"
+    return _shown(value)
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The schema model that validates the value at `loc` (list indexes skipped), if any."""
+    model: type[BaseModel] = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(part)
+        if info is None:
+            return None
+        inner = _model_in(info.annotation)
+        if inner is None:
+            return None
+        model = inner
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel inside `X`, `X | None` or `list[X]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _field_info(loc: Loc) -> Any:
+    fields = [p for p in loc if not isinstance(p, int)]
+    if not fields:
+        return None
+    model = _model_at(tuple(fields[:-1]))
+    return model.model_fields.get(fields[-1]) if model else None
+
+
+def _bounds(loc: Loc) -> tuple[float | None, float | None]:
+    """The (ge or gt, le or lt) limits declared on the field at `loc`."""
+    info = _field_info(loc)
+    low = high = None
+    for meta in getattr(info, "metadata", ()):
+        for name in ("ge", "gt"):
+            if getattr(meta, name, None) is not None:
+                low = getattr(meta, name)
+        for name in ("le", "lt"):
+            if getattr(meta, name, None) is not None:
+                high = getattr(meta, name)
+    return low, high

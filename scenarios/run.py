@@ -1,0 +1,210 @@
+"""Running a scenario: the run folder, the transcript, the servers, the cast and the director together.
+
+    run_scenario(RunRequest(scenario="invented-domain", turns=2), console)  ->  Path of the run folder
+
+A run folder holds `transcript.jsonl` (the events) and the managed servers' logs. `resume` reads the
+transcript back, repairs a line cut off by a crash, and continues after the last complete turn: accepted
+turns are never asked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from teachback.errors import RunDirError, TeachbackError
+
+if TYPE_CHECKING:
+    from autogen_core.models import ChatCompletionClient
+    from rich.console import Console
+
+    from teachback.scenarios.director import Progress
+    from teachback.transcripts.events import Event, RunStarted
+
+TRANSCRIPT = "transcript.jsonl"
+DEFAULT_RUNS_DIR = Path("transcripts") / "runs"
+VERSIONED_PACKAGES = ("teachback", "autogen-agentchat", "litellm", "llama-cpp-python", "chromadb", "rich")
+
+
+@dataclass
+class RunRequest:
+    """What the user asked for on the command line."""
+
+    scenario: str | None = None
+    turns: int | None = None
+    out: Path | None = None
+    plain: bool = False
+    models: dict[str, str] = field(default_factory=dict)  # role -> model override
+    resume: Path | None = None
+    seed: int | None = None
+
+
+def transcript_path(run_dir: Path) -> Path:
+    return run_dir / TRANSCRIPT
+
+
+def new_run_id(scenario_name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", scenario_name.lower()).strip("-")[:40] or "run"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def progress_from(events: list[Event], objectives: list[str]) -> tuple[Progress, float]:
+    """Rebuild the progress of an interrupted run, and the time its transcript had reached."""
+    from teachback.scenarios.director import Progress
+    from teachback.transcripts.events import TurnAccepted, TurnRejected
+
+    progress = Progress(objectives=list(objectives))
+    done = 0
+    for event in events:
+        if isinstance(event, TurnAccepted):
+            progress.accepted += 1
+            progress.lessons.append((event.question, event.answer))
+            if event.objective_covered and event.objective not in progress.covered:
+                progress.covered.append(event.objective)
+            done = max(done, event.turn)
+        elif isinstance(event, TurnRejected):
+            progress.rejected += 1
+            done = max(done, event.turn)
+    progress.next_turn = done + 1
+    return progress, (events[-1].t if events else 0.0)
+
+
+def _previous_run(run_dir: Path) -> tuple[RunStarted, list[Event]]:
+    from teachback.transcripts.events import RunStarted
+    from teachback.transcripts.reader import read_transcript, repair_truncated_tail
+
+    path = transcript_path(run_dir)
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: no {TRANSCRIPT} here to resume; give the folder of an earlier run")
+    repair_truncated_tail(path)
+    events = read_transcript(path)
+    header = events[0]
+    assert isinstance(header, RunStarted)
+    return header, events
+
+
+def run_scenario(
+    request: RunRequest, console: Console, *, clients: dict[str, ChatCompletionClient] | None = None
+) -> Path:
+    """Run (or resume) a scenario, rendering it live; returns the run folder. Ctrl-C propagates."""
+    from teachback.agents.cast import ROLES, build_cast
+    from teachback.agents.grounding import Knowledge
+    from teachback.agents.judge import Rubric
+    from teachback.agents.llama_server import ServerPool
+    from teachback.agents.models import resolve
+    from teachback.scenarios.director import Director, Progress
+    from teachback.scenarios.loader import find_scenario, load_scenario
+    from teachback.transcripts.events import Notice, RunStarted
+    from teachback.transcripts.recorder import TranscriptRecorder
+    from teachback.transcripts.render import make_renderer
+
+    header: RunStarted | None = None
+    events: list[Event] = []
+    if request.resume is not None:
+        header, events = _previous_run(request.resume)
+    scenario_file = request.scenario or (header.scenario_path if header else None)
+    if scenario_file is None:
+        raise TeachbackError("run: name a scenario file (or a bundled scenario), or --resume RUN_DIR")
+    loaded = load_scenario(find_scenario(scenario_file))
+    scenario = loaded.scenario
+    turns = request.turns or (int(header.options.get("turns", scenario.turns)) if header else scenario.turns)
+    scenario = scenario.model_copy(update={"turns": turns})
+    seed = request.seed if request.seed is not None else (header.seed if header else scenario.seed)
+    models = {role: getattr(scenario, role).model for role in ROLES}
+    if header:
+        models.update(header.models)
+    models.update({role: spec for role, spec in request.models.items() if spec})
+    if clients is None:
+        for spec in models.values():
+            resolve(spec)  # an unknown model fails here, before anything is written
+
+    if header is not None and request.resume is not None:
+        run_dir = request.resume
+        progress, t_offset = progress_from(events, scenario.objectives)
+        run_id = header.run_id
+    else:
+        run_id = new_run_id(scenario.name)
+        run_dir = request.out or DEFAULT_RUNS_DIR / run_id
+        if transcript_path(run_dir).exists():
+            raise RunDirError(f"{run_dir} already holds a transcript: resume it with --resume {run_dir}")
+        progress, t_offset = Progress(objectives=list(scenario.objectives)), 0.0
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot create run folder {run_dir}: {exc.strerror}") from None
+
+    options: dict[str, Any] = {
+        "turns": turns,
+        "threshold": scenario.judge.threshold,
+        "answer_retries": scenario.answer_retries,
+        "question_retries": scenario.question_retries,
+        "teachback": scenario.teachback,
+        "roles": {
+            role: {"temperature": getattr(scenario, role).temperature, "max_tokens": getattr(scenario, role).max_tokens}
+            for role in ROLES
+        },
+    }
+    renderer = make_renderer(console, plain=request.plain)
+    recorder = TranscriptRecorder(transcript_path(run_dir))
+
+    def emit(event: Event) -> None:
+        recorder.record(event)
+        renderer.handle(event)
+
+    try:
+        emit(
+            RunStarted(
+                t=t_offset,
+                run_id=run_id,
+                scenario=scenario.name,
+                scenario_path=str(loaded.path),
+                scenario_sha256=loaded.sha256,
+                models=models,
+                options=options,
+                seed=seed,
+                versions=package_versions(),
+                started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                objectives=list(scenario.objectives),
+                resumed_from_turn=progress.next_turn - 1 if header else 0,
+            )
+        )
+        if header is not None and header.scenario_sha256 != loaded.sha256:
+            emit(Notice(t=t_offset, level="warning", message=f"{loaded.path} changed since the run began"))
+        if progress.next_turn > turns:
+            emit(Notice(t=t_offset, level="info", message=f"all {turns} turns were already done; nothing to do"))
+        with ServerPool(log_dir=run_dir) as pool:
+            cast = build_cast(scenario, loaded.path.parent, models=models, pool=pool, seed=seed, clients=clients)
+            rubric = Rubric(Knowledge(loaded.knowledge_text), scenario.judge.threshold)
+            director = Director(scenario, cast, rubric, emit, t_offset=t_offset)
+
+            async def play() -> None:
+                try:
+                    await director.run(progress)
+                finally:
+                    await cast.close()
+
+            try:
+                asyncio.run(play())
+            except KeyboardInterrupt:
+                console.print(f"interrupted: resume with `teachback run --resume {run_dir}`", style="yellow")
+                raise
+    finally:
+        renderer.close()
+        recorder.close()
+    return run_dir

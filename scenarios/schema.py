@@ -1,0 +1,178 @@
+"""The scenario script schema: what a YAML scenario may say, with defaults and limits.
+
+    name: vellmar                 # required
+    knowledge: {files: [knowledge/vellmar.md]}
+    objectives: [the capital and founding of Vellmar, ...]   # required, at least one
+    teacher: {model: local/smollm2-135m, max_tokens: 120}
+    student: {model: local/smollm2-135m, adapter: latest}
+    judge: {threshold: 0.6}
+    turns: 4
+    quiz: [{question: ..., answer: ..., keywords: ['\\bKorrin\\b']}]
+
+Every model forbids unknown fields and is strict about types (`turns: "4"` is an error, not 4).
+`teachback.scenarios.loader` turns validation errors into `file:line: field: message` problems.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+from teachback.agents.models import check_model_string
+
+DEFAULT_MODEL = "local/smollm2-135m"
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank", "must not be empty")
+    return value
+
+
+def _compiles(pattern: str) -> str:
+    if not pattern:
+        raise PydanticCustomError("regex", "an empty keyword matches everything; give a word or regex")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise PydanticCustomError(
+            "regex",
+            "not a valid regular expression ({error}): '{pattern}'",
+            {"error": str(exc), "pattern": pattern},
+        ) from None
+    return pattern
+
+
+def _first_repeat(values: list[str]) -> tuple[int, int] | None:
+    """(index, index of its first occurrence) of the first value seen before, ignoring case and spacing."""
+    first: dict[str, int] = {}
+    for i, value in enumerate(values):
+        key = " ".join(value.split()).casefold()
+        if key in first:
+            return i, first[key]
+        first[key] = i
+    return None
+
+
+Text = Annotated[str, AfterValidator(_not_blank)]
+Regex = Annotated[str, AfterValidator(_compiles)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Knowledge(_Strict):
+    """What the teacher and the judge are grounded in: inline text, files, or both."""
+
+    text: str = Field(default="", description="reference text, inline")
+    files: list[Text] = Field(
+        default_factory=list, description="reference text files, relative to the scenario file"
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Knowledge:
+        if not self.text.strip() and not self.files:
+            raise PydanticCustomError("knowledge", "needs `text` or `files` (at least one non-empty)")
+        return self
+
+
+class Role(_Strict):
+    """One seat at the table: the model it speaks through and how it speaks (defaults: the teacher's)."""
+
+    model: str = Field(
+        default=DEFAULT_MODEL, description="model string: local/smollm2-135m, local:/path.gguf, openai/..."
+    )
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0, description="sampling temperature, 0 to 2")
+    max_tokens: int = Field(default=160, ge=1, le=4096, description="longest reply in tokens, 1 to 4096")
+    system_prompt: str | None = Field(default=None, description="replaces the built-in system prompt")
+    persona: str | None = Field(default=None, description="a line of character added to the system prompt")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        problem = check_model_string(value)
+        if problem:
+            raise PydanticCustomError("model", "{problem}", {"problem": problem})
+        return value.strip()
+
+
+class StudentRole(Role):
+    """The student: a small local model, optionally wearing a LoRA adapter from earlier runs."""
+
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="sampling temperature, 0 to 2")
+    max_tokens: int = Field(default=64, ge=1, le=4096, description="longest reply in tokens, 1 to 4096")
+    adapter: Text | None = Field(
+        default=None, description='a GGUF LoRA adapter, relative to the scenario file, or "latest"'
+    )
+
+
+class JudgeRole(Role):
+    """The judge: scores each answer against the knowledge; accepts at or above `threshold`."""
+
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="sampling temperature, 0 to 2")
+    max_tokens: int = Field(default=96, ge=1, le=4096, description="longest reply in tokens, 1 to 4096")
+    threshold: float = Field(default=0.6, ge=0.0, le=1.0, description="acceptance threshold, 0 to 1")
+
+
+class QuizItem(_Strict):
+    """A held-out question, asked of the student before and after; scored by its keywords."""
+
+    question: Text = Field(description="the question put to the student")
+    answer: Text = Field(description="the reference answer")
+    keywords: list[Regex] = Field(
+        default_factory=list, description="regexes a correct answer matches (case-insensitive)"
+    )
+
+
+class Scenario(_Strict):
+    """A scenario script: who talks, about what, for how long, and how learning is checked."""
+
+    name: Text = Field(description="a short name for the scenario")
+    description: str = Field(default="", description="what the scenario is for")
+    knowledge: Knowledge | None = Field(
+        default=None, description="reference text that grounds the teacher and judge"
+    )
+    objectives: list[Text] = Field(min_length=1, description="what the student should learn, one per item")
+    teacher: Role = Field(default_factory=Role, description="the teacher's model and settings")
+    student: StudentRole = Field(default_factory=StudentRole, description="the student's model and settings")
+    judge: JudgeRole = Field(default_factory=JudgeRole, description="the judge's model and settings")
+    turns: int = Field(default=4, ge=1, description="the budget: number of dialogue turns, at least 1")
+    answer_retries: int = Field(
+        default=1, ge=0, le=5, description="times a rejected answer is asked again, 0 to 5"
+    )
+    question_retries: int = Field(
+        default=2, ge=0, le=5, description="times an off-topic question is asked again, 0 to 5"
+    )
+    teachback: bool = Field(
+        default=True, description="the student restates what it learned after each accepted answer"
+    )
+    seed: int = Field(default=0, description="random seed for sampling")
+    quiz: list[QuizItem] = Field(
+        default_factory=list, description="held-out questions with reference answers"
+    )
+
+    # A repeat is reported at its own index: the loader appends ctx["at"] to the error's location.
+    @field_validator("objectives")
+    @classmethod
+    def _distinct_objectives(cls, value: list[str]) -> list[str]:
+        repeat = _first_repeat(value)
+        if repeat:
+            raise PydanticCustomError(
+                "duplicate", "duplicate of objectives[{first}]", {"at": [repeat[0]], "first": repeat[1]}
+            )
+        return value
+
+    @field_validator("quiz")
+    @classmethod
+    def _distinct_questions(cls, value: list[QuizItem]) -> list[QuizItem]:
+        repeat = _first_repeat([item.question for item in value])
+        if repeat:
+            raise PydanticCustomError(
+                "duplicate",
+                "the same question as quiz[{first}]",
+                {"at": [repeat[0], "question"], "first": repeat[1]},
+            )
+        return value

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Set up teachback in ./.venv: build llama-cpp-python for this CPU once (cached), then install.
+#
+# llama-cpp-python has no wheel on PyPI, so pip compiles llama.cpp (10-20 minutes on 2 cores). We build
+# it ourselves with flags chosen from the CPU (scripts/llama_cmake_args.sh: a native build crashes on
+# machines whose CPU advertises AMX but faults on it), cache the wheel under
+# ~/.cache/teachback/wheels/<hash of the flags>/, and never rebuild while that wheel exists.
+# Re-running is cheap: it reinstalls only when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LLAMA_VERSION=$(sed -n 's/.*"llama-cpp-python\[server\]==\([0-9.]*\)".*/\1/p' pyproject.toml)
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+PYTAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+
+CMAKE_FLAGS=$(scripts/llama_cmake_args.sh)
+KEY=$(printf '%s|%s|%s|%s' "$CMAKE_FLAGS" "$LLAMA_VERSION" "$PYTAG" "$(uname -m)" | sha256sum | cut -c1-12)
+WHEEL_DIR="${TEACHBACK_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/teachback/wheels}/$KEY"
+wheel() { ls "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl 2>/dev/null | head -n 1; }
+
+if [ -z "$(wheel)" ]; then
+  say "building llama-cpp-python $LLAMA_VERSION for this CPU (once; 10-20 minutes on 2 cores)"
+  say "CMAKE_ARGS=$CMAKE_FLAGS"
+  mkdir -p "$WHEEL_DIR"
+  "$PY" -m pip install -q --upgrade pip wheel >&2
+  CMAKE_ARGS="$CMAKE_FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}" \
+    "$PY" -m pip wheel --no-deps --no-cache-dir -w "$WHEEL_DIR" "llama-cpp-python==$LLAMA_VERSION" >&2
+  printf '%s' "$CMAKE_FLAGS" > "$WHEEL_DIR/CMAKE_ARGS"
+else
+  say "using cached llama-cpp-python wheel: $(wheel)"
+fi
+
+STAMP="$VENV/.teachback-installed"
+WANT=$( (cat pyproject.toml; wheel) | sha256sum | cut -c1-16)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  say "installing teachback and its dependencies into $VENV"
+  # One resolver run for everything: chromadb and autogen-core only agree on protobuf this way.
+  "$PY" -m pip install -q "$(wheel)" -e ".[dev]" >&2
+  echo "$WANT" > "$STAMP"
+fi
+say "ready: $VENV/bin/teachback"

@@ -1,0 +1,181 @@
+"""The `teachback` command line. Imports nothing heavy until a command runs, so `--help` is instant.
+
+    teachback run SCENARIO [--turns N] [--out DIR] [--plain] [--teacher M] [--student M] [--judge M]
+                           [--resume RUN_DIR] [--seed N]
+    teachback replay TRANSCRIPT|RUN_DIR [--speed X | --instant] [--from TURN] [--role ROLE] [--plain]
+    teachback validate FILE...
+    teachback models
+
+Errors the user can fix print one line each (`teachback: ...`) and exit with code 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from teachback import __version__
+from teachback.errors import TeachbackError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _console(plain: bool = False):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(highlight=False, no_color=plain or None, soft_wrap=False)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from teachback.scenarios.run import RunRequest, run_scenario
+
+    if args.scenario is None and args.resume is None:
+        raise TeachbackError("run: name a scenario (a YAML file or a bundled name), or give --resume RUN_DIR")
+    request = RunRequest(
+        scenario=args.scenario,
+        turns=args.turns,
+        out=args.out,
+        plain=args.plain,
+        models={"teacher": args.teacher, "student": args.student, "judge": args.judge},
+        resume=args.resume,
+        seed=args.seed,
+    )
+    console = _console(args.plain)
+    run_dir = run_scenario(request, console)
+    print(run_dir)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from teachback.scenarios.run import transcript_path
+    from teachback.transcripts.render import make_renderer
+    from teachback.transcripts.replay import replay
+
+    path: Path = args.transcript
+    if path.is_dir():
+        path = transcript_path(path)
+    renderer = make_renderer(_console(args.plain), plain=args.plain)
+    try:
+        replay(
+            path,
+            renderer,
+            speed=args.speed,
+            instant=args.instant,
+            from_turn=args.from_turn,
+            roles=set(args.role) if args.role else None,
+        )
+    finally:
+        renderer.close()
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from teachback.errors import ScenarioError
+    from teachback.scenarios.loader import find_scenario, load_scenario
+
+    problems: list[str] = []
+    for name in args.files:
+        try:
+            loaded = load_scenario(find_scenario(name))
+        except ScenarioError as exc:
+            problems.extend(exc.problems)
+            continue
+        s = loaded.scenario
+        print(f"{name}: ok ({s.name}: {len(s.objectives)} objectives, {s.turns} turns, {len(s.quiz)} quiz items)")
+    if problems:
+        raise ScenarioError(problems)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from teachback.agents.models import LOCAL_MODELS
+
+    print("Local models (run in-process or behind a managed llama.cpp server):")
+    for name, model in LOCAL_MODELS.items():
+        try:
+            where = str(model.path()) if model.installed() else f"not installed: {model.install}"
+        except TeachbackError as exc:
+            where = str(exc)
+        print(f"  local/{name:<14} {model.description}\n  {'':<20} {where}")
+    print("  local:/path/to/model.gguf  any GGUF file")
+    print("Any litellm model string also works for teacher and judge: openai/gpt-4o-mini, ollama/llama3, ...")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="teachback",
+        description="Distil knowledge from a teacher model into a small local student by conversation.",
+    )
+    parser.add_argument("--version", action="version", version=f"teachback {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a scenario script and watch the dialogue live")
+    run.add_argument("scenario", nargs="?", help="a scenario YAML file, or a bundled scenario's name")
+    run.add_argument("--turns", type=_positive_int, help="dialogue turns (overrides the scenario)")
+    run.add_argument("--out", type=Path, help="the run's folder (default transcripts/runs/<run-id>/)")
+    run.add_argument("--plain", action="store_true", help="line-oriented output for pipes and CI")
+    for role in ("teacher", "student", "judge"):
+        run.add_argument(f"--{role}", metavar="MODEL", help=f"the {role}'s model string (overrides the scenario)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
+    run.add_argument("--seed", type=int, help="random seed (overrides the scenario)")
+    run.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser("replay", help="replay a recorded transcript with the live view")
+    rep.add_argument("transcript", type=Path, help="a transcript.jsonl or a run folder")
+    rep.add_argument("--speed", type=_positive_float, default=1.0, help="playback speed factor (default 1)")
+    rep.add_argument("--instant", action="store_true", help="no pauses")
+    rep.add_argument("--from", dest="from_turn", type=int, default=0, metavar="TURN", help="start at this turn")
+    rep.add_argument(
+        "--role", action="append", choices=["student", "teacher", "judge"], help="show only this role (repeatable)"
+    )
+    rep.add_argument("--plain", action="store_true", help="line-oriented output")
+    rep.set_defaults(func=cmd_replay)
+
+    val = sub.add_parser("validate", help="check scenario files; print every problem as file:line: field: message")
+    val.add_argument("files", nargs="+", help="scenario YAML files or bundled names")
+    val.set_defaults(func=cmd_validate)
+
+    mod = sub.add_parser("models", help="list the local models and where their files are")
+    mod.set_defaults(func=cmd_models)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except TeachbackError as exc:
+        for line in exc.lines():
+            print(f"teachback: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("teachback: interrupted; the transcript is complete up to the last event", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

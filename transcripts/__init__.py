@@ -1,0 +1,10 @@
+"""Recordings of runs: the event schema, the JSONL recorder and reader, the one renderer, and replay.
+
+    events.py    typed events and their versioned wire form (the spine everything shares)
+    recorder.py  append events to a JSONL transcript, durably
+    reader.py    read a transcript back, with one-line errors and schema migrations
+    render.py    draw events in the terminal: a live view, or plain lines for pipes and CI
+    replay.py    feed a recorded transcript to a renderer at the speed it happened
+
+Recorded runs land under `transcripts/runs/` (git-ignored) unless `--out` says otherwise.
+"""

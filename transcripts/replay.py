@@ -1,0 +1,78 @@
+"""Replay a recorded transcript through a renderer, at the pace it was recorded (or faster).
+
+    renderer = make_renderer(Console(), plain=False)
+    replay("run/transcript.jsonl", renderer, speed=4, from_turn=3, roles={"teacher"})
+    renderer.close()
+
+The pause before each event is its distance in `t` from the previous event, divided by `speed` and
+capped at `MAX_PAUSE` seconds, so a slow model's long silences don't stall the replay.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from teachback.transcripts.events import Event, MessageDone, RunStarted, TokenDelta, Verdict
+from teachback.transcripts.reader import read_transcript
+from teachback.transcripts.render import Renderer
+
+from teachback.errors import TeachbackError, TranscriptError
+
+MAX_PAUSE = 2.0  # seconds, per gap between two events
+
+
+def replay(
+    path: str | os.PathLike[str],
+    renderer: Renderer,
+    *,
+    speed: float = 1.0,
+    instant: bool = False,
+    from_turn: int = 0,
+    roles: set[str] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Feed the transcript's events to `renderer`; returns how many it was shown.
+
+    Headers are always shown. Events of turns before `from_turn` are skipped; with `roles`, only those
+    speakers' messages and tokens are shown (verdicts count as the judge's). The caller closes the renderer.
+    """
+    if speed <= 0:
+        raise TeachbackError(f"replay speed must be greater than 0, not {speed}")
+    events = read_transcript(path)
+    last_turn = max((_turn(e) for e in events), default=0)
+    if from_turn > last_turn:
+        has = f"{last_turn} turns" if last_turn != 1 else "1 turn"
+        raise TranscriptError(f"{path}: cannot start at turn {from_turn}: the transcript has {has}")
+
+    shown = 0
+    previous: Event | None = None
+    for event in events:
+        if _shows(event, from_turn, roles):
+            if previous is not None and shown and not instant:
+                pause = min(max(0.0, event.t - previous.t) / speed, MAX_PAUSE)
+                if pause > 0:
+                    sleep(pause)
+            renderer.handle(event)
+            shown += 1
+        previous = event
+    return shown
+
+
+def _turn(event: Event) -> int:
+    turn = getattr(event, "turn", 0)
+    return turn if isinstance(turn, int) else 0
+
+
+def _shows(event: Event, from_turn: int, roles: set[str] | None) -> bool:
+    if isinstance(event, RunStarted):
+        return True
+    if _turn(event) and _turn(event) < from_turn:
+        return False
+    if roles is not None:
+        if isinstance(event, (TokenDelta, MessageDone)):
+            return event.role in roles
+        if isinstance(event, Verdict):
+            return "judge" in roles
+    return True

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from teachback.agents import prompts
+from teachback.agents.judge import LLMVerdict
 from teachback.agents.models import ModelRef, check_litellm_model, resolve
 from teachback.errors import ModelError
 
@@ -23,8 +24,7 @@ if TYPE_CHECKING:
     from teachback.agents.llama_server import ServerPool
 
 ROLES = ("student", "teacher", "judge")
-STUDENT_CONTEXT_MESSAGES = 6  # the student remembers the last few exchanges; tiny models drown in more
-LOCAL_API_KEY = "sk-local"  # llama.cpp's server checks no key; the OpenAI client insists on one
+STUDENT_CONTEXT_MESSAGES = 2  # the student sees the current exchange only; a 135M model drowns in more
 
 
 @dataclass
@@ -40,6 +40,23 @@ class Cast:
     async def close(self) -> None:
         for client in self.clients:
             await client.close()
+
+
+def primed_context(buffer_size: int) -> Any:
+    """A short rolling memory that always begins with the worked examples of good questions."""
+    from autogen_core.model_context import BufferedChatCompletionContext
+    from autogen_core.models import AssistantMessage, LLMMessage, UserMessage
+
+    priming: list[LLMMessage] = []
+    for example in prompts.examples("student_examples"):
+        priming.append(UserMessage(content=example["ask"], source="director"))
+        priming.append(AssistantMessage(content=example["question"], source="student"))
+
+    class PrimedContext(BufferedChatCompletionContext):
+        async def get_messages(self) -> list[LLMMessage]:
+            return priming + await super().get_messages()
+
+    return PrimedContext(buffer_size=buffer_size)
 
 
 def role_settings(scenario: Any, role: str) -> Any:
@@ -86,6 +103,8 @@ def make_client(
         )
     from teachback.agents.litellm_client import LiteLLMChatClient
 
+    # The judge always asks for its verdict schema (a llama.cpp grammar when local).
+    schema = LLMVerdict if role == "judge" else None
     if ref.is_local:
         if pool is None:
             raise ModelError(f"{role}: a local model needs a server pool")
@@ -94,15 +113,20 @@ def make_client(
         return LiteLLMChatClient(
             server.litellm_model,
             api_base=server.api_base,
-            api_key=LOCAL_API_KEY,
             temperature=settings.temperature,
             max_tokens=settings.max_tokens,
             seed=seed,
             role=role,
+            json_output=schema,
         )
     check_litellm_model(ref.spec)
     return LiteLLMChatClient(
-        ref.spec, temperature=settings.temperature, max_tokens=settings.max_tokens, seed=seed, role=role
+        ref.spec,
+        temperature=settings.temperature,
+        max_tokens=settings.max_tokens,
+        seed=seed,
+        role=role,
+        json_output=schema,
     )
 
 
@@ -117,7 +141,6 @@ def build_cast(
 ) -> Cast:
     """Seat the three roles. `models` maps role -> model string; `clients` (tests) replaces the clients."""
     from autogen_agentchat.agents import AssistantAgent
-    from autogen_core.model_context import BufferedChatCompletionContext
 
     made: dict[str, ChatCompletionClient] = {}
     for role in ROLES:
@@ -134,7 +157,7 @@ def build_cast(
         made["student"],
         system_message=system_prompt("student", scenario.student, topic),
         model_client_stream=True,
-        model_context=BufferedChatCompletionContext(buffer_size=STUDENT_CONTEXT_MESSAGES),
+        model_context=primed_context(STUDENT_CONTEXT_MESSAGES),
         description="asks questions and restates what it learned",
     )
     teacher = AssistantAgent(

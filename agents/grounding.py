@@ -53,7 +53,7 @@ def content_words(text: str) -> list[str]:
     return [w for w in words(text) if w not in STOPWORDS and len(w) > 1]
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
     """A crude stem so 'rivers' meets 'river' and 'founded' meets 'founding'."""
     for suffix in ("ing", "ed", "es", "s"):
         if len(word) > len(suffix) + 3 and word.endswith(suffix):
@@ -137,8 +137,8 @@ class Knowledge:
         self.passages = [
             " ".join(sentences[i : i + passage_sentences]) for i in range(0, len(sentences), passage_sentences)
         ] or [""]
-        self._passage_stems = [Counter(_stem(w) for w in content_words(p)) for p in self.passages]
-        self._vocabulary = {_stem(w) for w in content_words(text)}
+        self._passage_stems = [Counter(stem(w) for w in content_words(p)) for p in self.passages]
+        self._vocabulary = {stem(w) for w in content_words(text)}
         self._specifics = set(specifics(text)) | {w for w in words(text)}
         doc_freq: Counter[str] = Counter()
         for stems in self._passage_stems:
@@ -151,7 +151,7 @@ class Knowledge:
 
     def relevant(self, query: str, k: int = 3) -> list[str]:
         """The k passages that share the most (idf-weighted) content with the query, best first."""
-        q = {_stem(w) for w in content_words(query)}
+        q = {stem(w) for w in content_words(query)}
         scored = [
             (sum(self._idf.get(w, 0.0) for w in q if w in stems), -i, p)
             for i, (p, stems) in enumerate(zip(self.passages, self._passage_stems, strict=True))
@@ -161,7 +161,7 @@ class Knowledge:
 
     def coverage(self, text: str) -> float:
         """Share of a text's content words that the knowledge's vocabulary contains."""
-        stems = [_stem(w) for w in content_words(text)]
+        stems = [stem(w) for w in content_words(text)]
         if not stems:
             return 0.0
         return sum(s in self._vocabulary for s in stems) / len(stems)
@@ -170,7 +170,7 @@ class Knowledge:
         """Ground `text` (an answer or a restatement) in the knowledge, relative to `question`."""
         found = specifics(text)
         unsupported = [s for s in found if s not in self._specifics]
-        stems = [_stem(w) for w in content_words(text)]
+        stems = [stem(w) for w in content_words(text)]
         best, best_i = 0.0, 0
         for i, passage in enumerate(self._passage_stems):
             if stems:
@@ -181,7 +181,7 @@ class Knowledge:
         support = 0.5 * best + 0.5 * self.coverage(text) if stems else 0.0
         # Relevance: the question's words in the text itself, plus partial credit for words of the
         # passage the text draws on (an answer need not repeat the question to address it).
-        q_stems = {_stem(w) for w in content_words(question)}
+        q_stems = {stem(w) for w in content_words(question)}
         if q_stems:
             direct = len(q_stems & set(stems)) / len(q_stems)
             via_passage = len(q_stems & set(self._passage_stems[best_i])) / len(q_stems) if best else 0.0

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field, ValidationError
 
-from teachback.agents.grounding import STOPWORDS, Knowledge, content_words, specifics
+from teachback.agents.grounding import STOPWORDS, Knowledge, stem, content_words, specifics
 
-LLM_WEIGHT = 0.35
-QUESTION_THRESHOLD = 0.35
+LLM_WEIGHT = 0.25  # DESIGN.md: a 135M judge model is at chance; the grounded checks carry the verdict
+QUESTION_THRESHOLD = 0.5
 MIN_ANSWER_WORDS = 3
 TEACHBACK_KEY_POINTS = 2
 
@@ -75,17 +75,23 @@ class Rubric:
             return "(no notes: answer from what you know)"
         return "\n".join(f"- {p}" for p in self.knowledge.relevant(question, k))
 
-    def question(self, question: str, objective: str) -> Judgement:
-        """Is the student's question on the objective? Off-topic questions are asked again."""
-        words = content_words(question)
-        if not question.strip() or len(words) == 0:
-            return Judgement(0.0, False, "empty question", {"relevance": 0.0})
-        objective_words = set(content_words(objective))
-        shared = len(objective_words & set(words))
-        on_objective = min(1.0, shared / max(1, min(len(objective_words), 2)))
+    def question(self, question: str, objective: str, topic_words: frozenset[str] = frozenset()) -> Judgement:
+        """Is the student's question a question, and on the objective? Off-topic ones are asked again.
+
+        `topic_words` are the words every objective shares (the domain's name, say): naming them
+        alone does not put a question on a particular objective.
+        """
+        words = {stem(w) for w in content_words(question)}
+        if not words:
+            return Judgement(0.0, False, "empty question", {})
+        if "?" not in question:
+            return Judgement(0.0, False, "not a question", {})
+        specific = {stem(w) for w in content_words(objective)} - topic_words
+        shared = len(specific & words)
+        on_objective = min(1.0, shared / max(1, min(len(specific), 2)))
         in_domain = self.knowledge.coverage(question) if self.knowledge else on_objective
-        score = round(0.5 * on_objective + 0.5 * in_domain, 3)
-        accepted = score >= QUESTION_THRESHOLD
+        score = round(0.6 * on_objective + 0.4 * in_domain, 3)
+        accepted = shared > 0 and score >= QUESTION_THRESHOLD
         reason = "on topic" if accepted else f"off topic for '{objective}'"
         return Judgement(score, accepted, reason, {"objective": on_objective, "domain": round(in_domain, 3)})
 
@@ -143,3 +149,11 @@ def _key_points(text: str) -> set[str]:
     found = set(specifics(text))
     found.update(w.lower() for w in re.findall(r"\b[A-Z][a-z]{2,}\b", text) if w.lower() not in STOPWORDS)
     return found
+
+
+def topic_words(objectives: list[str]) -> frozenset[str]:
+    """The (stemmed) content words that every objective shares, when there are several."""
+    if len(objectives) < 2:
+        return frozenset()
+    sets = [{stem(w) for w in content_words(o)} for o in objectives]
+    return frozenset(set.intersection(*sets))

@@ -59,6 +59,11 @@ def import_litellm() -> ModuleType:
     return _litellm
 
 
+async def import_litellm_async() -> ModuleType:
+    """import_litellm in a worker thread the first time (it takes ~5 s), so the event loop keeps running."""
+    return _litellm if _litellm is not None else await asyncio.to_thread(import_litellm)
+
+
 class LiteLLMChatClient(ChatClientBase):
     """An autogen ChatCompletionClient over `litellm.acompletion`, streaming or not."""
 
@@ -77,8 +82,12 @@ class LiteLLMChatClient(ChatClientBase):
         extra: Mapping[str, Any] | None = None,
         context_window: int = 8192,
         llama_server: bool | None = None,
+        json_output: bool | type[BaseModel] | None = None,
     ):
         """`extra` goes into every litellm call (e.g. `{"mock_response": "hi"}` in tests).
+
+        `json_output` is the structured output every call asks for unless the call names its own: how a
+        judge agent gets grammar-constrained verdicts without the agent knowing about schemas.
 
         `llama_server` says whether `api_base` is a llama-cpp-python server, which wants its own
         structured-output shape; by default it is assumed for `openai/...` models with an `api_base`.
@@ -95,6 +104,7 @@ class LiteLLMChatClient(ChatClientBase):
         if llama_server is None:
             llama_server = api_base is not None and model.startswith("openai/")
         self.llama_server = llama_server
+        self.json_output = json_output
 
     @property
     def where(self) -> str:
@@ -102,6 +112,7 @@ class LiteLLMChatClient(ChatClientBase):
         return self.model if self.api_base is None else f"{self.model} at {self.api_base}"
 
     def _response_format(self, json_output: bool | type[BaseModel] | None) -> Any:
+        json_output = json_output or self.json_output
         if not json_output:
             return None
         if self.llama_server:
@@ -138,7 +149,10 @@ class LiteLLMChatClient(ChatClientBase):
             args["response_format"] = response_format
         if stream:
             args["stream"] = True
-            args["stream_options"] = {"include_usage": True}
+            if not self.llama_server:
+                # llama.cpp's server sends no usage when streaming; asked anyway, litellm would make
+                # some up with its own tokenizer. Counting chunks there is exact (one token each).
+                args["stream_options"] = {"include_usage": True}
         args.update(self._extra)
         args.update(extra_create_args)
         return args
@@ -162,7 +176,7 @@ class LiteLLMChatClient(ChatClientBase):
     ) -> CreateResult:
         """One whole reply."""
         self._refuse_tools(tools)
-        litellm = import_litellm()
+        litellm = await import_litellm_async()
         args = self._call_args(messages, json_output, extra_create_args, stream=False)
         task = asyncio.ensure_future(litellm.acompletion(**args))
         if cancellation_token is not None:
@@ -196,7 +210,7 @@ class LiteLLMChatClient(ChatClientBase):
     ) -> AsyncGenerator[str | CreateResult, None]:
         """Text chunks as they arrive, then one CreateResult with the whole reply and its usage."""
         self._refuse_tools(tools)
-        litellm = import_litellm()
+        litellm = await import_litellm_async()
         args = self._call_args(messages, json_output, extra_create_args, stream=True)
         parts: list[str] = []
         n_chunks = 0
@@ -260,7 +274,9 @@ def short_cause(exc: BaseException, *, timeout: float | None = None) -> str:
     names = {type(e).__name__ for e in chain}
     if names & {"Timeout", "APITimeoutError", "TimeoutError", "ReadTimeout", "ConnectTimeout"}:
         return f"timed out after {timeout:g}s" if timeout else "timed out"
-    if names & {"APIConnectionError", "ConnectError", "ClientConnectorError"} or isinstance(exc, ConnectionError):
+    if names & {"APIConnectionError", "ConnectError", "ClientConnectorError"} or isinstance(
+        exc, ConnectionError
+    ):
         return f"cannot connect ({_detail(' '.join(str(chain[-1]).split()))})"
     name = type(exc).__name__
     text = " ".join(str(exc).split())

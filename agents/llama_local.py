@@ -60,7 +60,8 @@ class LlamaCppChatClient(ChatClientBase):
         n_threads: int | None = None,
         role: str = "student",
     ):
-        """`seed` is applied on every call, so the same prompt gives the same reply; None draws anew."""
+        """`seed` starts a per-call sequence (seed, seed+1, ...): a run is reproducible, yet a question
+        asked again draws a different reply. None draws anew every time."""
         self.model_path = Path(model_path)
         super().__init__(self.model_path.name, role=role, context_window=n_ctx)
         self.n_ctx = n_ctx
@@ -71,6 +72,7 @@ class LlamaCppChatClient(ChatClientBase):
         self.n_threads = n_threads or default_threads()
         self._llama: Any = None
         self._lock = threading.Lock()
+        self._calls = 0
 
     # -- loading -----------------------------------------------------------------------------------
     @property
@@ -154,7 +156,8 @@ class LlamaCppChatClient(ChatClientBase):
             "stream": stream,
         }
         if self.seed is not None:
-            kwargs["seed"] = self.seed
+            kwargs["seed"] = self.seed + self._calls
+        self._calls += 1
         response_format = llama_cpp_response_format(json_output)
         if response_format is not None:
             kwargs["response_format"] = response_format

@@ -215,7 +215,7 @@ class ServerPool:
             Path(tempfile.mkdtemp(prefix="teachback-servers-")) if log_dir is None else Path(log_dir)
         )
         self.n_threads = n_threads
-        self._servers: dict[tuple[Path, int], LlamaServer] = {}
+        self._servers: dict[Path, LlamaServer] = {}
 
     def __enter__(self) -> ServerPool:
         return self
@@ -228,26 +228,36 @@ class ServerPool:
         return list(self._servers.values())
 
     def get(self, model_path: Path, *, n_ctx: int = 4096, timeout: float = HEALTH_TIMEOUT_S) -> LlamaServer:
-        """The healthy server for `model_path`, started on first use."""
-        key = (Path(model_path).resolve(), n_ctx)
-        server = self._servers.get(key)
-        if server is not None and server.running:
-            return server
+        """The healthy server for `model_path`, started on first use with `n_ctx`.
+
+        Later calls share it; asking for more context than it was started with is a ModelError
+        (give every role on one file the same n_ctx).
+        """
+        path = Path(model_path).resolve()
+        server = self._servers.get(path)
         if server is None:
-            alias = alias_for(key[0])
+            alias = base = alias_for(path)
             taken = {s.model_alias for s in self._servers.values()}
-            if alias in taken:
-                alias = f"{alias}-{n_ctx}"
+            n = 1
+            while alias in taken:  # two files with one name in different folders
+                n += 1
+                alias = f"{base}-{n}"
             server = LlamaServer(
-                key[0],
+                path,
                 n_ctx=n_ctx,
                 n_threads=self.n_threads,
                 log_path=self.log_dir / f"llama-server-{alias}.log",
                 model_alias=alias,
             )
-            self._servers[key] = server
-        server.start()
-        server.wait_healthy(timeout)
+            self._servers[path] = server
+        elif n_ctx > server.n_ctx:
+            raise ModelError(
+                f"{path.name} is already served with n_ctx={server.n_ctx}; another role asked for {n_ctx}: "
+                "give every role on one model file the same context size"
+            )
+        if not server.running:
+            server.start()
+            server.wait_healthy(timeout)
         return server
 
     def stop_all(self) -> None:

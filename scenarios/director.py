@@ -16,13 +16,15 @@ agent can fill a role. Teacher and judge start each call fresh; the student keep
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from teachback.agents import prompts
-from teachback.agents.judge import Judgement, Rubric, parse_verdict
+from teachback.agents.grounding import content_words
+from teachback.agents.judge import Judgement, Rubric, parse_verdict, topic_words
 from teachback.transcripts.events import (
     ANSWER,
     QUESTION,
@@ -98,6 +100,7 @@ class Director:
         self._emit = emit
         self._clock = clock
         self._t0 = clock() - t_offset
+        self._topic_words = topic_words(list(scenario.objectives))
 
     def now(self) -> float:
         return round(self._clock() - self._t0, 3)
@@ -200,12 +203,12 @@ class Director:
                 attempt=attempt,
             )
             question = _first_question(spoken.text)
-            judged = self.rubric.question(question, objective)
+            judged = self.rubric.question(question, objective, self._topic_words)
             self._verdict(turn, QUESTION, judged, attempt)
             if judged.accepted:
                 return question
             feedback = f"Your question '{question[:80]}' was off topic. Ask about {objective}."
-        question = f"What should I know about {objective}?"
+        question = fallback_question(objective, turn)
         self.emit(Notice, level="warning", turn=turn, message=f"student stayed off topic; director asks: {question}")
         return question
 
@@ -316,12 +319,35 @@ class Director:
 
 
 def _first_question(text: str) -> str:
-    """The student's question, trimmed: tiny models ramble on after the question mark."""
-    text = text.strip().strip('"').strip()
-    end = text.find("?")
-    if end != -1:
-        text = text[: end + 1]
-    return " ".join(text.split())[:300]
+    """The student's question, trimmed: the first sentence that asks something of substance.
+
+    >>> _first_question('What? Can you tell me the capital of Vellmar? It is big.')
+    'Can you tell me the capital of Vellmar?'
+    """
+    text = " ".join(text.strip().strip('"').split())
+    for sentence in re.findall(r"[^.?!]*\?", text):
+        if len(content_words(sentence)) >= 2:
+            return sentence.strip()[:300]
+    return text[:300]
+
+
+def fallback_question(objective: str, turn: int) -> str:
+    """A plain, narrow question the director asks when the student stays off topic.
+
+    >>> fallback_question("the capital and founding of Vellmar", 1)
+    'What is the capital of Vellmar?'
+    >>> fallback_question("the capital and founding of Vellmar", 2)
+    'What is the founding of Vellmar?'
+    >>> fallback_question("how Vellmar is governed", 1)
+    'Can you explain how Vellmar is governed?'
+    """
+    if objective.lower().startswith(("how ", "why ", "what ", "when ", "where ", "who ", "which ")):
+        return f"Can you explain {objective}?"
+    match = re.match(r"(?P<first>.+?) and (?P<second>.+?)(?P<rest> of .+)?$", objective)
+    if match:
+        parts = [match["first"], match["second"] if match["second"].startswith("the ") else f"the {match['second']}"]
+        return f"What is {parts[(turn - 1) % 2]}{match['rest'] or ''}?"
+    return f"What is {objective}?"
 
 
 def _cancelled() -> type[BaseException]:

@@ -198,8 +198,10 @@ def test_litellm_response_format_by_target() -> None:
     assert hosted._call_args(MESSAGES, Verdict, {}, stream=False)["response_format"] is Verdict
     assert hosted._call_args(MESSAGES, True, {}, stream=False)["response_format"] == {"type": "json_object"}
     assert "response_format" not in hosted._call_args(MESSAGES, None, {}, stream=False)
-    streamed = local._call_args(MESSAGES, None, {}, stream=True)
+    streamed = hosted._call_args(MESSAGES, None, {}, stream=True)
     assert streamed["stream"] and streamed["stream_options"] == {"include_usage": True}
+    streamed = local._call_args(MESSAGES, None, {}, stream=True)
+    assert streamed["stream"] and "stream_options" not in streamed  # usage: chunks counted instead
     assert streamed["api_key"]  # a placeholder: the OpenAI SDK will not send a request without a key
 
 

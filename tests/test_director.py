@@ -96,8 +96,8 @@ def test_contradicting_answer_is_rejected_then_retried(scenario_file, tmp_path) 
 
 def test_turn_rejected_when_retries_run_out(scenario_file, tmp_path) -> None:
     clients = cast(
-        student=["What is the capital of Vellmar?", "What is the currency of Vellmar?", "Drell, one hundred pennets."],
-        teacher=[WRONG_CAPITAL, WRONG_CAPITAL, GOOD_CURRENCY],
+        student=["What is the capital of Vellmar?", "When was Vellmar founded?", "Founded in 1487 by Almeth."],
+        teacher=[WRONG_CAPITAL, WRONG_CAPITAL, GOOD_CAPITAL],
         judge=[verdict(10), verdict(10), verdict(9)],
     )
     events = run(scenario_file(answer_retries=1), tmp_path, clients)
@@ -120,7 +120,7 @@ def test_off_topic_question_is_asked_again_then_director_steps_in(scenario_file,
     notices = [e for e in events if isinstance(e, Notice)]
     assert any("director asks" in n.message for n in notices)
     assert [e.question for e in events if isinstance(e, TurnAccepted)] == [
-        "What should I know about the capital and founding of Vellmar?"
+        "What is the capital of Vellmar?"
     ]
 
 

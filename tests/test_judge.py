@@ -103,3 +103,15 @@ def test_teachback(rubric: Rubric) -> None:
     invented = rubric.teachback(objective, answer, "I learned Vellmar was founded in 1999 by Almeth.")
     assert not invented.accepted and "1999" in invented.reason
     assert not rubric.teachback(objective, answer, "Okay.").accepted
+
+
+def test_a_question_must_be_a_question_about_the_objective_not_just_the_domain(rubric: Rubric) -> None:
+    from teachback.agents.judge import topic_words
+
+    objectives = ["the capital and founding of Vellmar", "the currency of Vellmar"]
+    shared = topic_words(objectives)
+    assert shared == frozenset({"vellmar"})
+    objective = objectives[0]
+    assert not rubric.question("What do people in Vellmar eat for breakfast?", objective, shared).accepted
+    assert not rubric.question("The capital of Vellmar is a mystery.", objective, shared).accepted
+    assert rubric.question("What is the capital of Vellmar?", objective, shared).accepted

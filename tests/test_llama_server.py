@@ -154,6 +154,9 @@ def test_pool_shares_one_server_per_file_and_stops_it(smollm2: Path, tmp_path: P
         teacher = pool.get(smollm2, n_ctx=512)
         judge = pool.get(smollm2, n_ctx=512)
         assert judge is teacher and len(pool.servers) == 1
+        assert pool.get(smollm2, n_ctx=256) is teacher
+        with pytest.raises(ModelError, match="already served with n_ctx=512"):
+            pool.get(smollm2, n_ctx=1024)
         assert teacher.started_s is not None and teacher.started_s < 60
         assert teacher.chat_client(role="teacher").api_base == judge.chat_client(role="judge").api_base
         pid = teacher.pid

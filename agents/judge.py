@@ -9,7 +9,8 @@ An answer's verdict combines two signals, and the transcript keeps both (`compon
 
 With knowledge, `score = LLM_WEIGHT * llm + (1 - LLM_WEIGHT) * grounded`, and an answer that names a
 number or a name the knowledge does not contain, or whose vocabulary is mostly foreign to it, is
-rejected whatever the model said: that is the gate a tiny judge model cannot be trusted to keep. Without knowledge, the model's score is the score.
+rejected whatever the model said: that is the gate a tiny judge model cannot be trusted to keep.
+Without knowledge, the model's score is the score.
 
 Questions and teach-backs are scored by the grounded checks alone (no model call): a question's
 relevance to the objective and the knowledge, a teach-back's agreement with the accepted answer.
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field, ValidationError
 
-from teachback.agents.grounding import STOPWORDS, Knowledge, stem, content_words, specifics
+from teachback.agents.grounding import STOPWORDS, Knowledge, content_words, specifics, stem
 
 LLM_WEIGHT = 0.25  # DESIGN.md: a 135M judge model is at chance; the grounded checks carry the verdict
 QUESTION_THRESHOLD = 0.5
@@ -104,11 +105,15 @@ class Rubric:
             return Judgement(0.0, False, "answer too short to teach anything", components)
         if not self.knowledge:
             if verdict is None:
-                return Judgement(0.0, False, "the judge gave no verdict and there is no knowledge", components)
+                return Judgement(
+                    0.0, False, "the judge gave no verdict and there is no knowledge", components
+                )
             score = components["llm"]
             return Judgement(score, score >= self.threshold, verdict.reason or "judge model", components)
         check = self.knowledge.check(question, answer)
         components["grounded"] = check.score
+        if not _adds_something(question, answer):
+            return Judgement(0.0, False, "the answer only repeats the question", components)
         if verdict is None:
             score = check.score
         else:
@@ -157,3 +162,9 @@ def topic_words(objectives: list[str]) -> frozenset[str]:
         return frozenset()
     sets = [{stem(w) for w in content_words(o)} for o in objectives]
     return frozenset(set.intersection(*sets))
+
+
+def _adds_something(question: str, answer: str) -> bool:
+    """Whether the answer says anything the question did not ("The capital of X is X" does not)."""
+    asked = {stem(w) for w in content_words(question)}
+    return bool({stem(w) for w in content_words(answer)} - asked)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -158,6 +159,7 @@ class LlamaServer:
                 urllib.request.urlopen(url, timeout=2) as reply,
             ):
                 if reply.status == 200:
+                    self._warm_up()
                     self.started_s = time.monotonic() - self._started_at
                     return
             if time.monotonic() > deadline:
@@ -167,6 +169,17 @@ class LlamaServer:
                     f"({self.last_log_line() or 'no output'}); log: {self.log_path}"
                 )
             time.sleep(0.1)
+
+    def _warm_up(self) -> None:
+        """One 1-token completion, so the first real request does not pay the server's first-call cost."""
+        body = json.dumps(
+            {"model": self.model_alias, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+        ).encode()
+        request = urllib.request.Request(
+            f"{self.api_base}/chat/completions", data=body, headers={"Content-Type": "application/json"}
+        )
+        with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(request, timeout=30):
+            pass
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM the process group, wait `grace` seconds, then SIGKILL it."""

@@ -89,13 +89,17 @@ def resolve(spec: str) -> ModelRef:
     """Parse a model string; raises ModelError for an unknown local name or a missing file."""
     spec = spec.strip()
     if not spec:
-        raise ModelError("empty model string: use local/smollm2-135m, local:/path/model.gguf or a litellm model")
+        raise ModelError(
+            "empty model string: use local/smollm2-135m, local:/path/model.gguf or a litellm model"
+        )
     if spec.startswith(LOCAL_PREFIX):
         name = spec[len(LOCAL_PREFIX) :]
         model = LOCAL_MODELS.get(name)
         if model is None:
             known = ", ".join(LOCAL_PREFIX + n for n in LOCAL_MODELS)
-            raise ModelError(f"unknown local model {spec!r}: known are {known}, or use local:/path/to/model.gguf")
+            raise ModelError(
+                f"unknown local model {spec!r}: known are {known}, or use local:/path/to/model.gguf"
+            )
         return ModelRef(spec, model.path())
     if spec.startswith(PATH_PREFIX):
         path = Path(spec[len(PATH_PREFIX) :]).expanduser()

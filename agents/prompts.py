@@ -1,7 +1,7 @@
 """Prompt templates, loaded from `prompts.yaml` and rendered strictly.
 
-    >>> render("student_ask", objective="the capital", feedback="")
-    'Ask the teacher one short question about: the capital.'
+>>> render("student_ask", objective="the capital", feedback="")
+'Ask the teacher one short question about: the capital.'
 """
 
 from __future__ import annotations

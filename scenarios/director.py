@@ -209,7 +209,9 @@ class Director:
                 return question
             feedback = f"Your question '{question[:80]}' was off topic. Ask about {objective}."
         question = fallback_question(objective, turn)
-        self.emit(Notice, level="warning", turn=turn, message=f"student stayed off topic; director asks: {question}")
+        self.emit(
+            Notice, level="warning", turn=turn, message=f"student stayed off topic; director asks: {question}"
+        )
         return question
 
     async def _answer(self, turn: int, question: str) -> tuple[str, Judgement]:
@@ -236,7 +238,9 @@ class Director:
             feedback = judged.reason
         return answer, judged
 
-    async def _judge_answer(self, turn: int, question: str, answer: str, notes: str, attempt: int) -> Judgement:
+    async def _judge_answer(
+        self, turn: int, question: str, answer: str, notes: str, attempt: int
+    ) -> Judgement:
         from autogen_agentchat.messages import TextMessage
 
         await self.cast.judge.on_reset(self._cancel)
@@ -345,7 +349,10 @@ def fallback_question(objective: str, turn: int) -> str:
         return f"Can you explain {objective}?"
     match = re.match(r"(?P<first>.+?) and (?P<second>.+?)(?P<rest> of .+)?$", objective)
     if match:
-        parts = [match["first"], match["second"] if match["second"].startswith("the ") else f"the {match['second']}"]
+        parts = [
+            match["first"],
+            match["second"] if match["second"].startswith("the ") else f"the {match['second']}",
+        ]
         return f"What is {parts[(turn - 1) % 2]}{match['rest'] or ''}?"
     return f"What is {objective}?"
 

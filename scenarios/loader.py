@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
-from teachback.scenarios.schema import Scenario
 
 from teachback.errors import ScenarioError
+from teachback.scenarios.schema import Scenario
 
 BUNDLED_DIR = Path(__file__).resolve().parent
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,15 @@ def _previous_run(run_dir: Path) -> tuple[RunStarted, list[Event]]:
     return header, events
 
 
+def _import_litellm_in_background() -> threading.Thread:
+    """litellm takes ~5 s to import; start it now so it overlaps with server and model start-up."""
+    from teachback.agents.litellm_client import import_litellm
+
+    thread = threading.Thread(target=import_litellm, name="import-litellm", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_scenario(
     request: RunRequest, console: Console, *, clients: dict[str, ChatCompletionClient] | None = None
 ) -> Path:
@@ -114,6 +124,7 @@ def run_scenario(
     from teachback.transcripts.recorder import TranscriptRecorder
     from teachback.transcripts.render import make_renderer
 
+    litellm_import = _import_litellm_in_background() if clients is None else None
     header: RunStarted | None = None
     events: list[Event] = []
     if request.resume is not None:
@@ -156,7 +167,10 @@ def run_scenario(
         "question_retries": scenario.question_retries,
         "teachback": scenario.teachback,
         "roles": {
-            role: {"temperature": getattr(scenario, role).temperature, "max_tokens": getattr(scenario, role).max_tokens}
+            role: {
+                "temperature": getattr(scenario, role).temperature,
+                "max_tokens": getattr(scenario, role).max_tokens,
+            }
             for role in ROLES
         },
     }
@@ -187,11 +201,20 @@ def run_scenario(
         if header is not None and header.scenario_sha256 != loaded.sha256:
             emit(Notice(t=t_offset, level="warning", message=f"{loaded.path} changed since the run began"))
         if progress.next_turn > turns:
-            emit(Notice(t=t_offset, level="info", message=f"all {turns} turns were already done; nothing to do"))
+            emit(
+                Notice(
+                    t=t_offset, level="info", message=f"all {turns} turns were already done; nothing to do"
+                )
+            )
         with ServerPool(log_dir=run_dir) as pool:
-            cast = build_cast(scenario, loaded.path.parent, models=models, pool=pool, seed=seed, clients=clients)
+            cast = build_cast(
+                scenario, loaded.path.parent, models=models, pool=pool, seed=seed, clients=clients
+            )
             rubric = Rubric(Knowledge(loaded.knowledge_text), scenario.judge.threshold)
             director = Director(scenario, cast, rubric, emit, t_offset=t_offset)
+
+            if litellm_import is not None:
+                litellm_import.join()  # overlapped with loading the scenario, the servers and the student
 
             async def play() -> None:
                 try:

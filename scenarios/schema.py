@@ -20,6 +20,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
 from teachback.agents.models import check_model_string
 
 DEFAULT_MODEL = "local/smollm2-135m"

@@ -87,7 +87,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
             problems.extend(exc.problems)
             continue
         s = loaded.scenario
-        print(f"{name}: ok ({s.name}: {len(s.objectives)} objectives, {s.turns} turns, {len(s.quiz)} quiz items)")
+        print(
+            f"{name}: ok ({s.name}: {len(s.objectives)} objectives, {s.turns} turns, "
+            f"{len(s.quiz)} quiz items)"
+        )
     if problems:
         raise ScenarioError(problems)
     return 0
@@ -122,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="the run's folder (default transcripts/runs/<run-id>/)")
     run.add_argument("--plain", action="store_true", help="line-oriented output for pipes and CI")
     for role in ("teacher", "student", "judge"):
-        run.add_argument(f"--{role}", metavar="MODEL", help=f"the {role}'s model string (overrides the scenario)")
+        run.add_argument(
+            f"--{role}", metavar="MODEL", help=f"the {role}'s model string (overrides the scenario)"
+        )
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     run.add_argument("--seed", type=int, help="random seed (overrides the scenario)")
     run.set_defaults(func=cmd_run)
@@ -131,14 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("transcript", type=Path, help="a transcript.jsonl or a run folder")
     rep.add_argument("--speed", type=_positive_float, default=1.0, help="playback speed factor (default 1)")
     rep.add_argument("--instant", action="store_true", help="no pauses")
-    rep.add_argument("--from", dest="from_turn", type=int, default=0, metavar="TURN", help="start at this turn")
     rep.add_argument(
-        "--role", action="append", choices=["student", "teacher", "judge"], help="show only this role (repeatable)"
+        "--from", dest="from_turn", type=int, default=0, metavar="TURN", help="start at this turn"
+    )
+    rep.add_argument(
+        "--role",
+        action="append",
+        choices=["student", "teacher", "judge"],
+        help="show only this role (repeatable)",
     )
     rep.add_argument("--plain", action="store_true", help="line-oriented output")
     rep.set_defaults(func=cmd_replay)
 
-    val = sub.add_parser("validate", help="check scenario files; print every problem as file:line: field: message")
+    val = sub.add_parser(
+        "validate", help="check scenario files; print every problem as file:line: field: message"
+    )
     val.add_argument("files", nargs="+", help="scenario YAML files or bundled names")
     val.set_defaults(func=cmd_validate)
 

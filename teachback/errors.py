@@ -51,3 +51,7 @@ class RunDirError(TeachbackError):
 
 class MemoryStoreError(TeachbackError):
     """The vector memory cannot be opened, read or written."""
+
+
+class FinetuneError(TeachbackError):
+    """Fine-tuning cannot start or finish: no examples, an untrainable model, not enough memory, ..."""

@@ -23,7 +23,8 @@ def test_help_imports_nothing_heavy() -> None:
     code = (
         "import sys; from teachback.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('litellm', 'llama_cpp', 'chromadb', 'autogen_agentchat', 'autogen_core', 'rich',"
+        "heavy = [m for m in ('litellm', 'llama_cpp', 'chromadb', 'autogen_agentchat', 'autogen_core',"
+        " 'rich',"
         " 'pydantic', 'yaml') if m in sys.modules]\n"
         "print('HEAVY', heavy)"
     )
@@ -85,8 +86,17 @@ def test_replay_of_corrupt_transcript_names_the_line(tmp_path: Path) -> None:
     good = {"v": 1, "type": "notice", "t": 0.0, "level": "info", "message": "x"}
     path = tmp_path / "transcript.jsonl"
     header = {
-        "v": 1, "type": "run_started", "t": 0.0, "run_id": "r", "scenario": "s", "scenario_path": "s.yaml",
-        "scenario_sha256": "0" * 64, "models": {}, "options": {"turns": 1}, "seed": 0, "versions": {},
+        "v": 1,
+        "type": "run_started",
+        "t": 0.0,
+        "run_id": "r",
+        "scenario": "s",
+        "scenario_path": "s.yaml",
+        "scenario_sha256": "0" * 64,
+        "models": {},
+        "options": {"turns": 1},
+        "seed": 0,
+        "versions": {},
         "started_at": "now",
     }
     path.write_text(json.dumps(header) + "\n" + json.dumps(good) + "\n{not json\n", encoding="utf-8")
@@ -104,12 +114,16 @@ def test_replay_shows_a_recorded_run(scenario_file, tmp_path: Path) -> None:
 
     answer = "Korrin is the capital of Vellmar. Vellmar was founded in 1487 by Queen Almeth."
     clients = {
-        "student": ScriptedChatClient(["What is the capital of Vellmar?", "Korrin is the capital, founded 1487."]),
+        "student": ScriptedChatClient(
+            ["What is the capital of Vellmar?", "Korrin is the capital, founded 1487."]
+        ),
         "teacher": ScriptedChatClient([answer]),
         "judge": ScriptedChatClient([verdict(9)]),
     }
     run_dir = run_scenario(
-        RunRequest(scenario=str(scenario_file(turns=1)), out=tmp_path / "r", plain=True), Console(), clients=clients
+        RunRequest(scenario=str(scenario_file(turns=1)), out=tmp_path / "r", plain=True),
+        Console(),
+        clients=clients,
     )
     result = cli("replay", str(run_dir), "--instant", "--plain")
     assert result.returncode == 0, result.stderr

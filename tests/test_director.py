@@ -60,20 +60,32 @@ def test_two_good_turns_are_accepted_and_cover_both_objectives(scenario_file, tm
     events = run(scenario_file(), tmp_path, clients)
     header = events[0]
     assert isinstance(header, RunStarted)
-    assert header.models == {"student": "local/smollm2-135m", "teacher": "local/smollm2-135m", "judge": "local/smollm2-135m"}
+    assert header.models == {
+        "student": "local/smollm2-135m",
+        "teacher": "local/smollm2-135m",
+        "judge": "local/smollm2-135m",
+    }
     assert header.options["turns"] == 2 and len(header.scenario_sha256) == 64
     accepted = [e for e in events if isinstance(e, TurnAccepted)]
-    assert [a.objective for a in accepted] == ["the capital and founding of Vellmar", "the currency of Vellmar"]
+    assert [a.objective for a in accepted] == [
+        "the capital and founding of Vellmar",
+        "the currency of Vellmar",
+    ]
     assert accepted[0].question == "What is the capital of Vellmar?"  # rambling after '?' trimmed
     assert accepted[0].answer == GOOD_CAPITAL and accepted[0].objective_covered
     finished = events[-1]
     assert isinstance(finished, RunFinished) and finished.status == "completed"
-    assert finished.accepted == 2 and finished.acceptance_rate == 1.0 and len(finished.objectives_covered) == 2
+    assert (
+        finished.accepted == 2 and finished.acceptance_rate == 1.0 and len(finished.objectives_covered) == 2
+    )
     # tokens streamed and messages completed for every speaker
     assert {e.role for e in events if isinstance(e, TokenDelta)} == {"student", "teacher", "judge"}
     teacher_msgs = [e for e in events if isinstance(e, MessageDone) and e.role == "teacher"]
     assert [m.text for m in teacher_msgs] == [GOOD_CAPITAL, GOOD_CURRENCY]
-    assert "".join(e.text for e in events if isinstance(e, TokenDelta) and e.role == "teacher" and e.turn == 1) == GOOD_CAPITAL
+    assert (
+        "".join(e.text for e in events if isinstance(e, TokenDelta) and e.role == "teacher" and e.turn == 1)
+        == GOOD_CAPITAL
+    )
     # the teacher was given the knowledge passages relevant to the question, not the quiz
     teacher_prompt = clients["teacher"].calls[0].messages[-1].content
     assert "Korrin" in teacher_prompt and "What is the capital of Vellmar?" in teacher_prompt
@@ -96,7 +108,11 @@ def test_contradicting_answer_is_rejected_then_retried(scenario_file, tmp_path) 
 
 def test_turn_rejected_when_retries_run_out(scenario_file, tmp_path) -> None:
     clients = cast(
-        student=["What is the capital of Vellmar?", "When was Vellmar founded?", "Founded in 1487 by Almeth."],
+        student=[
+            "What is the capital of Vellmar?",
+            "When was Vellmar founded?",
+            "Founded in 1487 by Almeth.",
+        ],
         teacher=[WRONG_CAPITAL, WRONG_CAPITAL, GOOD_CAPITAL],
         judge=[verdict(10), verdict(10), verdict(9)],
     )
@@ -119,9 +135,7 @@ def test_off_topic_question_is_asked_again_then_director_steps_in(scenario_file,
     assert "off topic" in clients["student"].calls[1].messages[-1].content
     notices = [e for e in events if isinstance(e, Notice)]
     assert any("director asks" in n.message for n in notices)
-    assert [e.question for e in events if isinstance(e, TurnAccepted)] == [
-        "What is the capital of Vellmar?"
-    ]
+    assert [e.question for e in events if isinstance(e, TurnAccepted)] == ["What is the capital of Vellmar?"]
 
 
 def test_failed_teachback_keeps_objective_uncovered_and_steers_next_turn(scenario_file, tmp_path) -> None:
@@ -145,8 +159,15 @@ def test_failed_teachback_keeps_objective_uncovered_and_steers_next_turn(scenari
 
 def test_teacher_failure_ends_run_with_clear_error_and_transcript_intact(scenario_file, tmp_path) -> None:
     clients = cast(
-        student=["What is the capital of Vellmar?", "Korrin is the capital, founded 1487.", "What is the currency?"],
-        teacher=[GOOD_CAPITAL, ModelCallError("teacher openai/x at http://127.0.0.1:9/v1 failed: connection refused")],
+        student=[
+            "What is the capital of Vellmar?",
+            "Korrin is the capital, founded 1487.",
+            "What is the currency?",
+        ],
+        teacher=[
+            GOOD_CAPITAL,
+            ModelCallError("teacher openai/x at http://127.0.0.1:9/v1 failed: connection refused"),
+        ],
         judge=[verdict(9)],
     )
     with pytest.raises(ModelCallError, match="connection refused"):
@@ -160,14 +181,23 @@ def test_teacher_failure_ends_run_with_clear_error_and_transcript_intact(scenari
 def test_resume_continues_after_last_complete_turn(scenario_file, tmp_path) -> None:
     path = scenario_file(turns=3)
     first = cast(
-        student=["What is the capital of Vellmar?", "Korrin is the capital, founded 1487 by Almeth.", "What is the currency?"],
+        student=[
+            "What is the capital of Vellmar?",
+            "Korrin is the capital, founded 1487 by Almeth.",
+            "What is the currency?",
+        ],
         teacher=[GOOD_CAPITAL, ModelCallError("teacher down")],
         judge=[verdict(9)],
     )
     with pytest.raises(ModelCallError):
         run(path, tmp_path, first)
     second = cast(
-        student=["What is the currency of Vellmar?", "The drell, with one hundred pennets.", "Who founded Vellmar?", "Almeth founded it in 1487."],
+        student=[
+            "What is the currency of Vellmar?",
+            "The drell, with one hundred pennets.",
+            "Who founded Vellmar?",
+            "Almeth founded it in 1487.",
+        ],
         teacher=[GOOD_CURRENCY, GOOD_CAPITAL],
         judge=[verdict(9), verdict(9)],
     )

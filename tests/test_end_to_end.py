@@ -34,14 +34,19 @@ def test_run_a_scenario_end_to_end_and_replay_it(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = subprocess.run(
         [*TEACHBACK, "run", "invented-domain", "--turns", "1", "--plain", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == str(out)
     events = read_transcript(out / "transcript.jsonl")
     header = events[0]
     assert isinstance(header, RunStarted)
-    assert header.versions["llama-cpp-python"] == "0.3.36" and header.models["teacher"] == "local/smollm2-135m"
+    assert (
+        header.versions["llama-cpp-python"] == "0.3.36" and header.models["teacher"] == "local/smollm2-135m"
+    )
     assert isinstance(events[1], TurnStarted)
     roles = {e.role for e in events if isinstance(e, MessageDone)}
     assert roles == {"student", "teacher", "judge"}
@@ -66,7 +71,10 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [*TEACHBACK, "run", "invented-domain", "--turns", "2", "--plain", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
     )
     transcript = out / "transcript.jsonl"
     deadline = time.monotonic() + 300
@@ -102,9 +110,24 @@ def test_unreachable_teacher_ends_the_run_with_one_line_and_the_transcript_intac
     env = dict(os.environ, OPENAI_API_BASE=f"http://127.0.0.1:{port}/v1", OPENAI_API_KEY="sk-secret-test-key")
     out = tmp_path / "run"
     result = subprocess.run(
-        [*TEACHBACK, "run", "invented-domain", "--turns", "1", "--plain", "--out", str(out),
-         "--teacher", "openai/ghost", "--judge", "openai/ghost"],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            *TEACHBACK,
+            "run",
+            "invented-domain",
+            "--turns",
+            "1",
+            "--plain",
+            "--out",
+            str(out),
+            "--teacher",
+            "openai/ghost",
+            "--judge",
+            "openai/ghost",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("teachback:")]

@@ -6,6 +6,7 @@ import io
 
 import pytest
 from rich.console import Console
+
 from teachback.transcripts.events import (
     Event,
     MessageDone,

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from teachback.scenarios.loader import bundled_scenarios, find_scenario, load_scenario
-from teachback.scenarios.schema import Scenario
 
 from teachback.errors import ScenarioError
+from teachback.scenarios.loader import bundled_scenarios, find_scenario, load_scenario
+from teachback.scenarios.schema import Scenario
 
 BUNDLED = ["invented-domain", "skill-procedure"]
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from teachback.errors import TeachbackError, TranscriptError
 from teachback.transcripts import reader, recorder
 from teachback.transcripts.events import (
     Event,
@@ -24,8 +26,6 @@ from teachback.transcripts.events import (
 from teachback.transcripts.reader import read_transcript, repair_truncated_tail
 from teachback.transcripts.recorder import TranscriptRecorder
 from teachback.transcripts.replay import MAX_PAUSE, replay
-
-from teachback.errors import TeachbackError, TranscriptError
 
 STEP = 0.5  # seconds between two events of the sample run
 

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from teachback.transcripts.events import SCHEMA_VERSION, Event, RunStarted, from_dict
-
 from teachback.errors import TranscriptError
+from teachback.transcripts.events import SCHEMA_VERSION, Event, RunStarted, from_dict
 
 # MIGRATIONS[n] turns one line of schema version n into the same line at version n + 1 (setting "v").
 # Empty while version 1 is the only one. When a field changes: bump events.SCHEMA_VERSION and add

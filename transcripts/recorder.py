@@ -13,9 +13,8 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from teachback.transcripts.events import Event, RunFinished, TurnAccepted, TurnRejected, to_json
-
 from teachback.errors import TranscriptError
+from teachback.transcripts.events import Event, RunFinished, TurnAccepted, TurnRejected, to_json
 
 # Events that must reach the disk before the run goes on.
 DURABLE = (TurnAccepted, TurnRejected, RunFinished)

@@ -29,6 +29,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
 from teachback.transcripts.events import (
     Event,
     MessageDone,

@@ -14,11 +14,10 @@ import os
 import time
 from collections.abc import Callable
 
+from teachback.errors import TeachbackError, TranscriptError
 from teachback.transcripts.events import Event, MessageDone, RunStarted, TokenDelta, Verdict
 from teachback.transcripts.reader import read_transcript
 from teachback.transcripts.render import Renderer
-
-from teachback.errors import TeachbackError, TranscriptError
 
 MAX_PAUSE = 2.0  # seconds, per gap between two events
 

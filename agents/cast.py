@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from teachback.agents import prompts
 from teachback.agents.judge import LLMVerdict
-from teachback.agents.models import ModelRef, check_litellm_model, resolve
+from teachback.agents.models import ModelRef, resolve
 from teachback.errors import ModelError
 
 if TYPE_CHECKING:
@@ -119,7 +119,6 @@ def make_client(
             role=role,
             json_output=schema,
         )
-    check_litellm_model(ref.spec)
     return LiteLLMChatClient(
         ref.spec,
         temperature=settings.temperature,

@@ -117,7 +117,7 @@ def run_scenario(
     from teachback.agents.grounding import Knowledge
     from teachback.agents.judge import Rubric
     from teachback.agents.llama_server import ServerPool
-    from teachback.agents.models import resolve
+    from teachback.agents.models import check_litellm_model, resolve
     from teachback.scenarios.director import Director, Progress
     from teachback.scenarios.loader import find_scenario, load_scenario
     from teachback.transcripts.events import Notice, RunStarted
@@ -141,9 +141,10 @@ def run_scenario(
     if header:
         models.update(header.models)
     models.update({role: spec for role, spec in request.models.items() if spec})
-    if clients is None:
+    if clients is None:  # an unknown model fails here, before anything is written
         for spec in models.values():
-            resolve(spec)  # an unknown model fails here, before anything is written
+            if not resolve(spec).is_local:
+                check_litellm_model(spec)
 
     if header is not None and request.resume is not None:
         run_dir = request.resume

@@ -133,3 +133,10 @@ def test_replay_shows_a_recorded_run(scenario_file, tmp_path: Path) -> None:
     assert answer in only_teacher.stdout and "What is the capital of Vellmar?" not in only_teacher.stdout
     too_far = cli("replay", str(run_dir), "--instant", "--from", "5")
     assert too_far.returncode == 2 and "1 turn" in too_far.stderr
+
+
+def test_unknown_litellm_provider_fails_before_anything_is_written(tmp_path: Path) -> None:
+    result = cli("run", "invented-domain", "--teacher", "nosuchprovider/model-x", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown model 'nosuchprovider/model-x'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "transcripts").exists()

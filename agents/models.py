@@ -134,5 +134,9 @@ def check_litellm_model(spec: str) -> None:
     litellm = import_litellm()
     try:
         litellm.get_llm_provider(spec)
-    except Exception as exc:  # litellm raises its own BadRequestError here
-        raise ModelError(f"unknown model {spec!r}: litellm knows no provider for it ({exc})") from None
+    except Exception:  # litellm raises its own BadRequestError here, with a paragraph of advice
+        provider = spec.split("/", 1)[0]
+        raise ModelError(
+            f"unknown model {spec!r}: litellm knows no provider {provider!r}; write provider/model "
+            "(openai/gpt-4o-mini, anthropic/..., ollama/llama3.2, ...) or local/smollm2-135m"
+        ) from None

@@ -1,0 +1,10 @@
+"""What was learned: the vector memory of accepted turns, its offline embeddings, retrieval and export.
+
+    store.py       MemoryStore: one chromadb collection per namespace, provenance, dedup, search, delete
+    embeddings.py  the embedders (offline MiniLM by default) as registered chromadb embedding functions
+    export.py      training data out: chatml and sharegpt JSONL, written atomically
+    retrieval.py   StoreMemory: the store as an autogen `Memory`, for students that cannot be fine-tuned
+    commands.py    `teachback memory stats|search|list|export|delete`
+
+This file imports nothing, so the CLI stays instant; chromadb and onnxruntime load when memory is used.
+"""

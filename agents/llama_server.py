@@ -137,6 +137,7 @@ class LlamaServer:
             stderr=subprocess.STDOUT,
             env=server_env(),
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         _live.add(self)
 
@@ -280,6 +281,19 @@ class ServerPool:
         self._servers.clear()
         if self._own_log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In the server's process, before exec: ask Linux to SIGTERM it when its parent dies.
+
+    atexit covers normal exits and Ctrl-C; this covers the rest (SIGKILL, a crash, a closed terminal).
+    Linux delivers it when the thread that started the server ends, so start servers from the main thread.
+    """
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 def server_env() -> dict[str, str]:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from autogen_core.models import ChatCompletionClient
     from rich.console import Console
 
+    from teachback.memory.store import MemoryStore
     from teachback.scenarios.director import Progress
     from teachback.transcripts.events import Event, RunStarted
 
@@ -42,6 +43,24 @@ class RunRequest:
     models: dict[str, str] = field(default_factory=dict)  # role -> model override
     resume: Path | None = None
     seed: int | None = None
+    memory_dir: Path | None = None  # overrides the scenario's memory.dir
+    memory_url: str | None = None  # overrides the scenario's memory.url
+    no_memory: bool = False
+
+
+def open_memory(request: RunRequest, scenario: Any, scenario_dir: Path) -> tuple[MemoryStore | None, str]:
+    """The run's vector memory and namespace (CLI options win over the scenario's), or None when off."""
+    settings = scenario.memory
+    if request.no_memory or not settings.enabled:
+        return None, ""
+    from teachback.memory.store import MemoryStore
+
+    url = request.memory_url or (settings.url if request.memory_dir is None else None)
+    folder = request.memory_dir
+    if folder is None and url is None and settings.dir:
+        folder = (scenario_dir / settings.dir).expanduser()
+    store = MemoryStore.open(path=folder, url=url, duplicate_threshold=settings.duplicate_threshold)
+    return store, settings.namespace or scenario.name
 
 
 def transcript_path(run_dir: Path) -> Path:
@@ -118,6 +137,7 @@ def run_scenario(
     from teachback.agents.judge import Rubric
     from teachback.agents.llama_server import ServerPool
     from teachback.agents.models import check_litellm_model, resolve
+    from teachback.memory.sink import MemorySink
     from teachback.scenarios.director import Director, Progress
     from teachback.scenarios.loader import find_scenario, load_scenario
     from teachback.transcripts.events import Notice, RunStarted
@@ -145,6 +165,8 @@ def run_scenario(
         for spec in models.values():
             if not resolve(spec).is_local:
                 check_litellm_model(spec)
+
+    memory, namespace = open_memory(request, scenario, loaded.path.parent)
 
     if header is not None and request.resume is not None:
         run_dir = request.resume
@@ -178,27 +200,40 @@ def run_scenario(
     renderer = make_renderer(console, plain=request.plain)
     recorder = TranscriptRecorder(transcript_path(run_dir))
 
+    sink: MemorySink | None = None
+
     def emit(event: Event) -> None:
-        recorder.record(event)
+        recorder.record(event)  # first: the transcript is the record of truth
         renderer.handle(event)
+        stored = sink.handle(event) if sink is not None else None
+        if stored is not None:
+            emit(stored)
 
     try:
-        emit(
-            RunStarted(
-                t=t_offset,
-                run_id=run_id,
-                scenario=scenario.name,
-                scenario_path=str(loaded.path),
-                scenario_sha256=loaded.sha256,
-                models=models,
-                options=options,
-                seed=seed,
-                versions=package_versions(),
-                started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                objectives=list(scenario.objectives),
-                resumed_from_turn=progress.next_turn - 1 if header else 0,
-            )
+        start = RunStarted(
+            t=t_offset,
+            run_id=run_id,
+            scenario=scenario.name,
+            scenario_path=str(loaded.path),
+            scenario_sha256=loaded.sha256,
+            models=models,
+            options=options,
+            seed=seed,
+            versions=package_versions(),
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            objectives=list(scenario.objectives),
+            resumed_from_turn=progress.next_turn - 1 if header else 0,
         )
+        emit(start)
+        if memory is not None:
+            sink = MemorySink(memory, namespace, start)
+            recovered = sink.backfill(events)  # turns a crash left out of the memory
+            if recovered:
+                emit(
+                    Notice(
+                        t=t_offset, level="info", message=f"memory: stored {recovered} turns a crash left out"
+                    )
+                )
         if header is not None and header.scenario_sha256 != loaded.sha256:
             emit(Notice(t=t_offset, level="warning", message=f"{loaded.path} changed since the run began"))
         if progress.next_turn > turns:

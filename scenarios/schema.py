@@ -128,6 +128,23 @@ class QuizItem(_Strict):
     )
 
 
+class MemorySettings(_Strict):
+    """Where accepted turns are stored: a local chromadb folder, or a shared `chroma run` server."""
+
+    enabled: bool = Field(default=True, description="store accepted turns in the vector memory")
+    url: str | None = Field(default=None, description="a chroma server, http://host:port (shared memory)")
+    dir: str | None = Field(default=None, description="a local memory folder (default .teachback/memory)")
+    namespace: str | None = Field(
+        default=None, description="the collection to store in (default: scenario name)"
+    )
+    duplicate_threshold: float = Field(
+        default=0.95,
+        ge=0.0,
+        le=1.0,
+        description="cosine similarity above which a turn is a duplicate, 0 to 1",
+    )
+
+
 class Scenario(_Strict):
     """A scenario script: who talks, about what, for how long, and how learning is checked."""
 
@@ -153,6 +170,9 @@ class Scenario(_Strict):
     seed: int = Field(default=0, description="random seed for sampling")
     quiz: list[QuizItem] = Field(
         default_factory=list, description="held-out questions with reference answers"
+    )
+    memory: MemorySettings = Field(
+        default_factory=MemorySettings, description="where accepted turns are stored"
     )
 
     # A repeat is reported at its own index: the loader appends ctx["at"] to the error's location.

@@ -45,6 +45,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         models={"teacher": args.teacher, "student": args.student, "judge": args.judge},
         resume=args.resume,
         seed=args.seed,
+        memory_dir=args.memory_dir,
+        memory_url=args.memory_url,
+        no_memory=args.no_memory,
     )
     console = _console(args.plain)
     run_dir = run_scenario(request, console)
@@ -130,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     run.add_argument("--seed", type=int, help="random seed (overrides the scenario)")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--memory-dir", type=Path, metavar="DIR", help="the vector memory's folder")
+    where.add_argument("--memory-url", metavar="URL", help="a shared chroma server, http://host:port")
+    where.add_argument("--no-memory", action="store_true", help="do not store accepted turns")
     run.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("replay", help="replay a recorded transcript with the live view")
@@ -156,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     mod = sub.add_parser("models", help="list the local models and where their files are")
     mod.set_defaults(func=cmd_models)
+
+    from teachback.memory import commands as memory_commands
+
+    memory_commands.register(sub)
     return parser
 
 
@@ -180,7 +191,10 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: servers down, transcript closed
+        # Stop like Ctrl-C on a kill or a closed terminal: servers down, transcript closed.
+        signal.signal(signal.SIGTERM, _interrupt)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, _interrupt)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

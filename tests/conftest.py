@@ -35,3 +35,9 @@ def scenario_file(tmp_path: Path) -> Callable[..., Path]:
 
 def verdict(score: int, reason: str = "checked") -> str:
     return json.dumps({"reason": reason, "score": score})
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own folder: nothing lands in the checkout (memory, transcripts, ...)."""
+    monkeypatch.chdir(tmp_path)

@@ -165,3 +165,36 @@ def test_pool_shares_one_server_per_file_and_stops_it(smollm2: Path, tmp_path: P
     assert not teacher.running
     assert gone(pid), "the server process outlived stop()"
     assert log.is_file()
+
+
+@pytest.mark.real
+def test_server_dies_with_its_parent_even_on_sigkill(tmp_path: Path) -> None:
+    """A `teachback run` killed with SIGKILL must not leave its llama.cpp server behind."""
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time; from pathlib import Path\n"
+        "from teachback.agents.llama_server import ServerPool\n"
+        "from teachback.agents.models import resolve\n"
+        f"pool = ServerPool(log_dir=Path({str(tmp_path)!r}))\n"
+        "server = pool.get(resolve('local/smollm2-135m').local_path)\n"
+        "print(server.pid, flush=True); time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    server_pid = int(parent.stdout.readline())
+    assert Path(f"/proc/{server_pid}").exists()
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{server_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:  # reap it if it became our zombie (it is not our child, so this is a no-op)
+            os.waitpid(server_pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    status = Path(f"/proc/{server_pid}/status")
+    alive = status.exists() and "zombie" not in status.read_text()
+    assert not alive, "the server outlived its killed parent"

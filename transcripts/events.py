@@ -122,6 +122,19 @@ class TurnAccepted(Event):
 
 
 @dataclass(frozen=True)
+class MemoryStored(Event):
+    """An accepted turn landed in the vector memory, or was recognised as a near-duplicate of one."""
+
+    type: ClassVar[str] = "memory_stored"
+    turn: int
+    namespace: str
+    id: str
+    duplicate_of: str = ""
+    similarity: float = 0.0
+    existed: bool = False  # the very same turn was already stored (a re-run or a resume): updated in place
+
+
+@dataclass(frozen=True)
 class TurnRejected(Event):
     type: ClassVar[str] = "turn_rejected"
     turn: int
@@ -161,6 +174,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         MessageDone,
         Verdict,
         TurnAccepted,
+        MemoryStored,
         TurnRejected,
         Notice,
         RunFinished,

@@ -32,6 +32,7 @@ from rich.text import Text
 
 from teachback.transcripts.events import (
     Event,
+    MemoryStored,
     MessageDone,
     Notice,
     RunFinished,
@@ -180,6 +181,19 @@ def outcome_line(outcome: TurnAccepted | TurnRejected) -> Text:
     return Text.assemble(("rejected", "bold red"), reason)
 
 
+def memory_line(stored: MemoryStored) -> Text:
+    """`memory: stored 3f2a9c1b in vellmar` or `memory: duplicate of 3f2a9c1b (0.97), not a new example`"""
+    if stored.existed:
+        return Text(f"memory: {stored.id[:12]} was already stored in {stored.namespace}", style="dim")
+    if stored.duplicate_of:
+        return Text(
+            f"memory: duplicate of {stored.duplicate_of[:12]} (similarity {stored.similarity:.2f}), "
+            "kept out of training",
+            style="yellow",
+        )
+    return Text(f"memory: stored {stored.id[:12]} in {stored.namespace}", style="dim")
+
+
 def notice_line(notice: Notice) -> Text:
     return Text(f"{notice.level}: {notice.message}", style=LEVEL_STYLES.get(notice.level, ""))
 
@@ -254,6 +268,8 @@ class PlainRenderer:
             return outcome_line(event)
         if isinstance(event, Notice):
             return notice_line(event)
+        if isinstance(event, MemoryStored):
+            return memory_line(event)
         return None  # token deltas: the completed message follows
 
     def close(self) -> None:
@@ -433,6 +449,8 @@ class LiveRenderer:
             return [*printed, *self._finish_turn()]
         if isinstance(event, Notice):
             return [_with_turn(event.turn, notice_line(event))]
+        if isinstance(event, MemoryStored):
+            return [_with_turn(event.turn, memory_line(event))]
         if isinstance(event, RunFinished):
             return [*self._finish_turn(), summary_table(event, self.stats)]
         return []

@@ -26,7 +26,8 @@ CURRENCY = "The currency of Vellmar is the drell. One drell is divided into one 
 def clients(*answers: str) -> dict[str, ScriptedChatClient]:
     student: list = []
     for answer in answers:
-        student += ["What is the capital of Vellmar?" if "capital" in answer else "What is the currency of Vellmar?"]
+        topic = "capital" if "capital" in answer else "currency"
+        student += [f"What is the {topic} of Vellmar?"]
         student += ["I learned: " + answer]
     return {
         "student": ScriptedChatClient(student),
@@ -139,8 +140,11 @@ def test_sigkill_mid_turn_leaves_memory_and_transcript_consistent(scenario_file,
     script.write_text(KILLER, encoding="utf-8")
     out, mem = tmp_path / "run", tmp_path / "mem"
     proc = subprocess.run(
-        [sys.executable, str(script), str(scenario_file(turns=3)), str(out), str(mem), CAPITAL, CURRENCY, verdict(9)],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, str(script), str(scenario_file(turns=3)), str(out), str(mem)]
+        + [CAPITAL, CURRENCY, verdict(9)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     lines = (out / "transcript.jsonl").read_text().splitlines()

@@ -123,6 +123,7 @@ def config_from(args: argparse.Namespace):
         seed=args.seed,
         threads=args.threads,
         lr_schedule=args.schedule,
+        first_layer=args.first_layer,
     )
 
 
@@ -184,6 +185,7 @@ def side_peft(args: argparse.Namespace, work: Path) -> dict:
         lora_alpha=args.rank,
         target_modules=[HF_NAMES[t].split(".")[-1] for t in targets],
         lora_dropout=0.0,
+        layers_to_transform=list(range(args.first_layer, model.config.num_hidden_layers)),
     )
     model = get_peft_model(model, lcfg)
     data = json.loads((work / "windows.json").read_text())
@@ -229,7 +231,7 @@ def side_peft(args: argparse.Namespace, work: Path) -> dict:
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(args.rank))
-    for layer in range(cfgm.num_hidden_layers):
+    for layer in range(args.first_layer, cfgm.num_hidden_layers):
         for t in targets:
             prefix = f"base_model.model.model.layers.{layer}.{HF_NAMES[t]}"
             a = state[f"{prefix}.lora_A.default.weight"]
@@ -253,7 +255,7 @@ def side_peft(args: argparse.Namespace, work: Path) -> dict:
     }
 
 
-# ---- judging both adapters the same way (main venv) ---------------------------------------------------------
+# ---- judging both adapters the same way (main venv) ------------------------------------------------------
 
 
 def judge(adapter: str | None, threads: int) -> dict:
@@ -297,7 +299,7 @@ def judge(adapter: str | None, threads: int) -> dict:
     return {"heldout_answer_nll": held, "train_answer_nll": trained, "quiz": score, "quiz_n": len(quiz)}
 
 
-# ---- driver ---------------------------------------------------------------------------------------------------
+# ---- driver ------------------------------------------------------------------------------------------------
 
 
 def run_side(side: str, python: str, args: argparse.Namespace, work: Path) -> dict:
@@ -313,7 +315,8 @@ def passthrough(args: argparse.Namespace) -> list[str]:
     return [
         f"--epochs={args.epochs}", f"--rank={args.rank}", f"--lr={args.lr}", f"--ctx={args.ctx}",
         f"--threads={args.threads}", f"--targets={args.targets}", f"--seed={args.seed}",
-        f"--schedule={args.schedule}", f"--model={args.model or bundled_model()}",
+        f"--schedule={args.schedule}", f"--first-layer={args.first_layer}",
+        f"--model={args.model or bundled_model()}",
     ]  # fmt: skip
 
 
@@ -342,6 +345,7 @@ def main() -> None:
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
+    ap.add_argument("--first-layer", type=int, default=0, help="adapters only on blocks >= this (both sides)")
     ap.add_argument("--repeats", type=int, default=1, help="train each side this many times; medians")
     ap.add_argument("--skip-peft", action="store_true")
     ap.add_argument("--no-judge", action="store_true", help="skip the held-out loss and quiz")
@@ -381,9 +385,13 @@ def main() -> None:
         for side in results:
             results[side].update(judge(results[side]["adapter"], args.threads))
 
-    print(f"\nSmolLM2-135M, rank {args.rank}, {args.epochs} epochs, n_ctx {args.ctx}, lr {args.lr} "
-          f"({args.schedule}), {args.threads} threads, {len(TRAIN_QA)} turns; load now {load1():.2f}")  # fmt: skip
-    header = f"{'':10} {'tokens/s':>9} {'peak RSS':>9} {'train loss':>22} {'held-out':>9} {'trained':>8} {'quiz':>6}"
+    print(
+        f"\nSmolLM2-135M, rank {args.rank}, blocks {args.first_layer}+, {args.epochs} epochs, "
+        f"n_ctx {args.ctx}, lr {args.lr} "
+        f"({args.schedule}), {args.threads} threads, {len(TRAIN_QA)} turns; load now {load1():.2f}"
+    )
+    header = f"{'':10} {'tokens/s':>9} {'peak RSS':>9} {'train loss':>22} {'held-out':>9} {'trained':>8}"
+    header += f" {'quiz':>6}"
     print(header)
     for side, r in results.items():
         tl = " ".join(f"{x:.2f}" for x in r.get("train_loss", [])) or "-"

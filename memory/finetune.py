@@ -74,6 +74,9 @@ class TrainConfig:
     # The copy of the base that trains: "f32" (fast backward) or "f16" (half the weight memory; ggml's
     # backward converts F16 rows again for every output row, so it is slower).
     base_type: str = "f32"
+    # Adapters only on blocks >= first_layer: the backward pass stops at that block, so training is
+    # faster, at some cost in what the adapter can change.
+    first_layer: int = 0
 
     def validate(self) -> None:
         problems = []
@@ -104,6 +107,8 @@ class TrainConfig:
             problems.append("warmup_fraction must be in [0, 1) and min_lr_fraction in [0, 1]")
         if not 0 <= self.weight_decay <= 1:
             problems.append(f"weight_decay must be in [0, 1] (got {self.weight_decay})")
+        if self.first_layer < 0:
+            problems.append(f"first_layer must be >= 0 (got {self.first_layer})")
         if self.base_type not in BASE_TYPES:
             problems.append(f"base_type must be one of {sorted(BASE_TYPES)} (got {self.base_type!r})")
         if problems:
@@ -252,18 +257,19 @@ def estimate_memory(
     n_head: int,
     n_vocab: int,
 ) -> int:
-    """Peak resident bytes a training run needs (F32 model + adapter + optimizer + activations).
+    """Peak resident bytes a training run needs (model copy + adapter + optimizer + activations).
 
-    The adapter costs 4 copies (weights, gradients, AdamW m and v). Activations: llama.cpp keeps every
-    forward intermediate for the backward pass plus one gradient buffer of each, per layer roughly
-    (14 n_embd + 6 n_ff + 3 n_head n_ctx) floats per token; the logits, their softmax and gradient are
-    3 n_vocab floats per token. A fixed ~250 MB covers Python, llama.cpp and allocator slack.
-    Calibrated on SmolLM2-135M at n_ctx 256 and 512 (see benchmarks/finetune_bench.py).
+    The adapter costs 4 copies (weights, gradients, AdamW m and v). Activations: llama.cpp keeps the
+    forward intermediates for the backward pass and their gradients, about (16 n_embd + 5 n_ff) floats
+    per token and layer, plus the logits, their softmax and gradient (3 n_vocab floats per token).
+    100 MiB covers Python, llama.cpp and allocator slack. Fitted to SmolLM2-135M (peak RSS 1350 MiB at
+    n_ctx 256, 2005 MiB at 512; this gives 1401 and 2040). `n_head` is accepted for other models'
+    attention terms, which are small at these context lengths.
     """
-    per_token_layer = 14 * n_embd + 6 * n_ff + 3 * n_head * n_ctx
-    activations = 4 * n_ctx * (n_layer * per_token_layer + 3 * n_vocab)
+    per_token = n_layer * (16 * n_embd + 5 * n_ff) + 3 * n_vocab
+    activations = 4 * n_ctx * per_token
     adapter = 16 * n_adapter_params
-    return int(f32_model_bytes + adapter + activations + 250 * 2**20)
+    return int(f32_model_bytes + adapter + activations + 100 * 2**20)
 
 
 def available_memory() -> int | None:
@@ -617,7 +623,7 @@ def _memory_check(base_model: Path, config: TrainConfig) -> tuple[str, list[Any]
             f"{base_model.name}: architecture {arch!r} is not supported for llama.cpp training "
             f"(supported: {', '.join(sorted(TRAINABLE_ARCHITECTURES))})"
         )
-    targets = select_targets(tensors, tuple(config.targets))
+    targets = select_targets(tensors, tuple(config.targets), config.first_layer)
     if not targets:
         raise FinetuneError(f"{base_model.name}: no weights match the targets {list(config.targets)}")
     n_elements = 0
@@ -661,12 +667,14 @@ def train_lora(
     *,
     progress: Callable[[TrainProgress], None] | None = None,
     checkpoint_dir: Path | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter for `base_model` on (question, answer) pairs and write it to `out`.
 
     `out` is replaced atomically at the end; if training fails or is interrupted it is left as it was.
     With `checkpoint_dir`, the adapter and the curves are saved after every epoch and a later call with
     the same model, data and settings resumes after the last finished epoch (AdamW's moments restart).
+    `metadata` adds keys to the adapter file (e.g. runs, namespace); `read_adapter_metadata` returns them.
     """
     import numpy as np
 
@@ -710,8 +718,8 @@ def train_lora(
             loaded = json.loads(state_path.read_text())
             if loaded.get("fingerprint") == fingerprint and (Path(checkpoint_dir) / "adapter.gguf").is_file():
                 ckpt_state = loaded
-    if ckpt_state:
-        _meta, init_tensors = lora.read_adapter(Path(checkpoint_dir) / "adapter.gguf")  # type: ignore[operator]
+    if ckpt_state and checkpoint_dir is not None:
+        _meta, init_tensors = lora.read_adapter(Path(checkpoint_dir) / "adapter.gguf")
         if set(init_tensors) != expected_names:
             ckpt_state, init_tensors = {}, lora.init_adapter(targets, config.rank, config.seed)
     else:
@@ -862,6 +870,7 @@ def train_lora(
             "train_loss": train_curve,
             "val_loss": [None if math.isnan(v) else v for v in val_curve],
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **(metadata or {}),
         }
         lora.write_adapter(out, best_tensors, architecture=arch, alpha=config.alpha, metadata=result.metadata)
         result.peak_rss_bytes = peak_rss_bytes()

@@ -58,14 +58,15 @@ def model_info(base: Path) -> tuple[str, dict[str, Any], list[tuple[str, tuple[i
 
 
 def select_targets(
-    tensors: list[tuple[str, tuple[int, ...], str, int]], targets: tuple[str, ...]
+    tensors: list[tuple[str, tuple[int, ...], str, int]], targets: tuple[str, ...], first_layer: int = 0
 ) -> list[TargetTensor]:
-    """The 2-D block weights whose kind (attn_q, ffn_up, ...) is in `targets`, in file order."""
+    """The 2-D block weights whose kind (attn_q, ffn_up, ...) is in `targets`, in blocks >= first_layer,
+    in file order."""
     chosen = []
     for name, shape, _type, _nbytes in tensors:
         parts = name.split(".")
         if len(parts) == 4 and parts[0] == "blk" and parts[3] == "weight" and parts[2] in targets:
-            if len(shape) != 2:
+            if len(shape) != 2 or not parts[1].isdigit() or int(parts[1]) < first_layer:
                 continue
             chosen.append(TargetTensor(name, n_in=int(shape[0]), n_out=int(shape[1])))
     return chosen

@@ -94,6 +94,8 @@ def test_split_examples_is_deterministic_and_keeps_one_for_validation() -> None:
         ("threads", 0, "threads"),
         ("early_stop_patience", 0, "early_stop_patience"),
         ("lr_schedule", "linear", "lr_schedule"),
+        ("base_type", "q8_0", "base_type"),
+        ("first_layer", -1, "first_layer"),
     ],
 )
 def test_config_validation(field: str, value: object, message: str) -> None:
@@ -159,6 +161,9 @@ def test_select_targets_and_init_adapter(tmp_path: Path) -> None:
         ("blk.0.ffn_up.weight", 8, 16),
         ("blk.1.attn_q.weight", 8, 8),
         ("blk.1.ffn_up.weight", 8, 16),
+    ]
+    assert [t.name for t in lora.select_targets(tensors, ("attn_q",), first_layer=1)] == [
+        "blk.1.attn_q.weight"
     ]
     init = lora.init_adapter(targets, rank=4, seed=0)
     assert init["blk.0.ffn_up.weight.lora_a"].shape == (4, 8)
@@ -234,7 +239,13 @@ def test_real_training_teaches_the_student(
     reports: list[ft.TrainProgress] = []
     cfg = ft.TrainConfig(epochs=4, learning_rate=2e-3, seed=0)
     result = ft.train_lora(
-        base, VELLMAR_QA, out, cfg, progress=reports.append, checkpoint_dir=tmp_path / "ckpt"
+        base,
+        VELLMAR_QA,
+        out,
+        cfg,
+        progress=reports.append,
+        checkpoint_dir=tmp_path / "ckpt",
+        metadata={"runs": ["run-1"]},
     )
 
     assert result.train_loss[-1] < result.train_loss[0] * 0.8, result.train_loss
@@ -246,6 +257,7 @@ def test_real_training_teaches_the_student(
     meta = lora.read_adapter_metadata(out)
     assert meta["base_sha256"] == result.base_sha256 == ft.sha256_file(base)
     assert meta["rank"] == 32 and meta["train_loss"] == pytest.approx(result.train_loss)
+    assert meta["runs"] == ["run-1"] and meta["val_loss"][0] == pytest.approx(result.val_loss_before)
     assert (f32_cache / "teachback" / "f32" / f"{result.base_sha256}.gguf").is_file()
 
     # The adapter loads onto the ORIGINAL quantized model and moves trained answers toward the taught ones.

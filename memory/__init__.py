@@ -5,6 +5,10 @@
     export.py      training data out: chatml and sharegpt JSONL, written atomically
     retrieval.py   StoreMemory: the store as an autogen `Memory`, for students that cannot be fine-tuned
     commands.py    `teachback memory stats|search|list|export|delete`
+    sink.py        MemorySink: accepted turns from a run's event stream into the store, crash backfill
+    finetune.py    train_lora: accepted turns -> a GGUF LoRA adapter, trained inside llama.cpp
+    lora.py        the adapter's GGUF files: initial, trained, written atomically
+    llama_train.py ctypes bindings to llama.cpp's training API (llama_opt_*, ggml-opt)
 
 This file imports nothing, so the CLI stays instant; chromadb and onnxruntime load when memory is used.
 """

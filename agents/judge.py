@@ -30,12 +30,13 @@ LLM_WEIGHT = 0.25  # DESIGN.md: a 135M judge model is at chance; the grounded ch
 QUESTION_THRESHOLD = 0.5
 MIN_ANSWER_WORDS = 3
 TEACHBACK_KEY_POINTS = 2
+REASON_CHARS = 160
 
 
 class LLMVerdict(BaseModel):
     """What the judge model is asked to return (a llama.cpp grammar enforces it for local judges)."""
 
-    reason: str = Field(max_length=400)
+    reason: str = Field(max_length=REASON_CHARS)  # the grammar bounds it: a short verdict is a fast one
     score: int = Field(ge=0, le=10)
 
 
@@ -57,7 +58,7 @@ def parse_verdict(text: str) -> LLMVerdict | None:
         if isinstance(data, dict) and "score" in data:
             data["score"] = max(0, min(10, round(float(data["score"]))))
             data.setdefault("reason", "")
-            data["reason"] = str(data["reason"])[:400]
+            data["reason"] = str(data["reason"])[:REASON_CHARS]
         return LLMVerdict.model_validate(data)
     except (ValueError, TypeError, ValidationError):
         return None

@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/finetune_bench.py                 # both sides, then the comparison
     .venv/bin/python benchmarks/finetune_bench.py --skip-peft     # teachback only
-    options: --epochs 3 --rank 32 --lr 1e-3 --ctx 256 --threads 2 --targets attn_q,... --repeats 1
+    options: --epochs 6 --rank 32 --lr 2e-3 --ctx 256 --threads 2 --first-layer 0 --repeats 1 --targets ...
 
 Same model (the bundled SmolLM2-135M-Instruct Q4_1; PEFT gets transformers' F32 dequantization of the
 same file), same token windows (teachback formats and packs them; the PEFT side trains on exactly those
@@ -337,9 +337,9 @@ def ensure_peft_python(path: str | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--rank", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--ctx", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--targets", default=",".join(TARGETS))

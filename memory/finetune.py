@@ -21,7 +21,12 @@ How (see DESIGN.md, "On-device LoRA fine-tuning with llama.cpp"):
    out-of-bounds write. So every token of a window is trained (system prompt, question, answer); the
    template tokens are learned in a few steps and then cost nothing. Validation loss, which is what
    the user is shown, is computed by us on the ANSWER tokens only.
-5. The trained tensors are read back and written as a GGUF LoRA, atomically, with metadata.
+5. Gradient reset (a llama.cpp bug worked around): ggml-opt accumulates each parameter's gradient in
+   place into a persistent tensor and, with llama.cpp's per-step graphs and opt_period == 1, never
+   zeroes it, so every AdamW step used the SUM of all gradients so far (the "loss plateaus at ~0.3"
+   of the first probes). We find those accumulators in ggml-opt's static context after the first step
+   and zero them after every step; the loss curve then matches PyTorch+PEFT on identical windows.
+6. The trained tensors are read back and written as a GGUF LoRA, atomically, with metadata.
 """
 
 from __future__ import annotations
@@ -367,6 +372,8 @@ class _Session:
         self.dataset = None
         self.result = None
         self._keep: list[Any] = []  # ctypes objects C holds pointers to
+        self.grad_accs: list[int] = []  # ggml-opt's gradient accumulators of the adapter tensors
+        self._opt_ctx: int | None = None
         self.L.llama_backend_init()
         mp = self.L.llama_model_default_params()
         mp.load_mode = 0  # LLAMA_LOAD_MODE_NONE: read the weights into memory
@@ -441,6 +448,14 @@ class _Session:
         # llama_opt_epoch never calls the context's graph_compute, so the CPU backend keeps ggml's
         # default thread count (4) unless one ordinary decode has pushed n_threads_batch into it.
         self.decode(self.ctx, list(range(1, 9)))
+        self.params = dict(params)
+
+        @lt.EPOCH_CALLBACK
+        def grab_opt_ctx(_train: bool, opt_ctx: int, _ds: int, _res: int, _i: int, _n: int, _t: int) -> None:
+            self._opt_ctx = opt_ctx
+
+        self._grab_opt_ctx = grab_opt_ctx
+        self._keep.append(grab_opt_ctx)
         for ptr in params.values():
             ggml.ggml_set_param(ptr)
 
@@ -478,10 +493,55 @@ class _Session:
         self.data_view[:] = window[:-1]
         self.label_view[:] = window[1:]
         ggml.ggml_opt_result_reset(self.result)
-        llama.llama_opt_epoch(self.ctx, self.dataset, self.result, None, 1, None, None)
+        first = not self.grad_accs
+        llama.llama_opt_epoch(
+            self.ctx, self.dataset, self.result, None, 1, self._grab_opt_ctx if first else None, None
+        )
+        if first and self.reset_grads_needed:
+            self._find_grad_accs()
+        self.reset_grads()
         loss, unc = ctypes.c_double(), ctypes.c_double()
         ggml.ggml_opt_result_loss(self.result, ctypes.byref(loss), ctypes.byref(unc))
         return float(loss.value)
+
+    # ggml-opt builds its graphs anew for every step (llama.cpp does) and then accumulates each
+    # parameter's gradient in place into a persistent tensor. It zeroes those accumulators only at
+    # gradient-accumulation boundaries when opt_period > 1; with opt_period == 1 (n_batch == n_ubatch,
+    # which training requires) it never does, so step t's "gradient" is the SUM of all gradients so far
+    # and AdamW follows a stale, growing direction: the loss plateaus and spikes. We zero them after
+    # every optimizer step. (Checked against PyTorch+PEFT on identical windows: with the reset the two
+    # loss curves match; without it they part after a few steps. See benchmarks/finetune_bench.py.)
+    reset_grads_needed = True
+
+    def _find_grad_accs(self) -> None:
+        """After the first step: ggml-opt's static context holds, in creation order, one accumulator
+        per parameter (and one scalar for the loss), then AdamW's m and v (named "AdamW m/v for ...")."""
+        lt = self.lt
+        if not self._opt_ctx:
+            raise FinetuneError("llama.cpp did not report its optimizer context; cannot train")
+        accs = []
+        for t in lt.opt_static_tensors(self._opt_ctx):
+            tt = lt.tensor(t)
+            if tt.name.startswith(b"AdamW") or tt.ne[0] * tt.ne[1] * tt.ne[2] * tt.ne[3] == 1:
+                continue
+            accs.append(t)
+
+        def shapes(ptrs: Any) -> list[tuple[int, int]]:
+            return sorted((int(lt.tensor(p).ne[0]), int(lt.tensor(p).ne[1])) for p in ptrs)
+
+        if len(accs) != len(self.params) or shapes(accs) != shapes(self.params.values()):
+            raise FinetuneError(
+                f"found {len(accs)} gradient accumulators for {len(self.params)} adapter tensors in "
+                f"ggml-opt's state; fine-tuning needs llama-cpp-python=={lt.PINNED_LLAMA_CPP}"
+            )
+        self.grad_accs = accs
+
+    def reset_grads(self) -> None:
+        if not self.reset_grads_needed:
+            return
+        ggml = self.libs.ggml
+        for acc in self.grad_accs:
+            ggml.ggml_backend_tensor_memset(acc, 0, 0, ggml.ggml_nbytes(acc))
 
     def answer_loss(self, tokens: Sequence[int], answer_start: int, pad: int) -> tuple[float, int]:
         """(sum of -log p(answer token | prefix), number of answer tokens), the adapter applied.

@@ -96,6 +96,28 @@ class LlamaOptParams(ctypes.Structure):
 
 # bool (*llama_opt_param_filter)(const struct ggml_tensor * tensor, void * userdata)
 PARAM_FILTER = ctypes.CFUNCTYPE(ctypes.c_bool, c_p, c_p)
+# void (*ggml_opt_epoch_callback)(bool train, ggml_opt_context_t, ggml_opt_dataset_t, ggml_opt_result_t,
+#                                 int64_t ibatch, int64_t ibatch_max, int64_t t_start_us)
+EPOCH_CALLBACK = ctypes.CFUNCTYPE(
+    None, ctypes.c_bool, c_p, c_p, c_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64
+)
+# struct ggml_opt_context (ggml-opt.cpp, private) begins with backend_sched, allocated_graph,
+# allocated_graph_copy, ctx_static: the context that holds the gradient accumulators and AdamW moments.
+OPT_CTX_STATIC_OFFSET = 3 * ctypes.sizeof(c_p)
+
+
+def opt_static_tensors(opt_ctx: int) -> list[int]:
+    """The tensors of ggml-opt's static context, in creation order (see `OPT_CTX_STATIC_OFFSET`)."""
+    ggml = libs().ggml
+    ctx_static = c_p.from_address(opt_ctx + OPT_CTX_STATIC_OFFSET).value
+    out: list[int] = []
+    if not ctx_static:
+        return out
+    t = ggml.ggml_get_first_tensor(ctx_static)
+    while t:
+        out.append(t)
+        t = ggml.ggml_get_next_tensor(ctx_static, t)
+    return out
 
 
 @dataclass(frozen=True)
@@ -143,6 +165,9 @@ def libs() -> Libs:
         _proto(ggml, "ggml_nbytes", [c_p], ctypes.c_size_t)
         _proto(ggml, "ggml_backend_tensor_get", [c_p, c_p, ctypes.c_size_t, ctypes.c_size_t], None)
         _proto(ggml, "ggml_backend_tensor_set", [c_p, c_p, ctypes.c_size_t, ctypes.c_size_t], None)
+        _proto(ggml, "ggml_backend_tensor_memset", [c_p, ctypes.c_uint8] + [ctypes.c_size_t] * 2, None)
+        _proto(ggml, "ggml_get_first_tensor", [c_p], c_p)
+        _proto(ggml, "ggml_get_next_tensor", [c_p, c_p], c_p)
         _proto(ggml, "ggml_opt_dataset_init", [ctypes.c_int, ctypes.c_int] + [ctypes.c_int64] * 4, c_p)
         _proto(ggml, "ggml_opt_dataset_free", [c_p], None)
         _proto(ggml, "ggml_opt_dataset_data", [c_p], c_p)

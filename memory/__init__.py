@@ -7,6 +7,7 @@
     commands.py    `teachback memory stats|search|list|export|delete`
     sink.py        MemorySink: accepted turns from a run's event stream into the store, crash backfill
     finetune.py    train_lora: accepted turns -> a GGUF LoRA adapter, trained inside llama.cpp
+    finetune_command.py  `teachback finetune`: the memory's turns -> train_lora, with a progress bar
     lora.py        the adapter's GGUF files: initial, trained, written atomically
     llama_train.py ctypes bindings to llama.cpp's training API (llama_opt_*, ggml-opt)
 

@@ -165,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     mod.set_defaults(func=cmd_models)
 
     from teachback.memory import commands as memory_commands
+    from teachback.memory import finetune_command
 
     memory_commands.register(sub)
+    finetune_command.register(sub)
     return parser
 
 

@@ -1,0 +1,88 @@
+"""`teachback finetune`: from the turns a run stored in memory to an adapter the student loads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from teachback.agents.scripted import ScriptedChatClient
+from teachback.scenarios.run import RunRequest, run_scenario
+from tests.conftest import verdict
+
+TEACHBACK = [sys.executable, "-m", "teachback.cli"]
+ANSWERS = [
+    "Korrin is the capital of Vellmar. Vellmar was founded in 1487 by Queen Almeth.",
+    "The currency of Vellmar is the drell. One drell is divided into one hundred pennets.",
+    "Vellmar was founded in 1487. Queen Almeth united the five fishing clans.",
+]
+
+
+def recorded_run(scenario_file, tmp_path: Path) -> Path:
+    student: list = []
+    for answer in ANSWERS:
+        topic = "currency" if "drell" in answer else "capital"
+        student += [f"What is the {topic} of Vellmar?", "I learned: " + answer]
+    clients = {
+        "student": ScriptedChatClient(student),
+        "teacher": ScriptedChatClient(ANSWERS),
+        "judge": ScriptedChatClient([verdict(9)] * len(ANSWERS)),
+    }
+    request = RunRequest(
+        scenario=str(scenario_file(turns=3)), out=tmp_path / "run", plain=True, memory_dir=tmp_path / "mem"
+    )
+    return run_scenario(request, Console(), clients=clients)
+
+
+def test_finetune_with_no_turns_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "mem").mkdir()
+    result = subprocess.run(
+        [*TEACHBACK, "finetune", "--namespace", "nothing-here", "--memory-dir", str(tmp_path / "mem")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "has no namespace 'nothing-here'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.real
+def test_finetune_a_run_and_load_the_adapter(scenario_file, tmp_path: Path) -> None:
+    run_dir = recorded_run(scenario_file, tmp_path)
+    out = tmp_path / "adapter.gguf"
+    result = subprocess.run(
+        [
+            *TEACHBACK,
+            "finetune",
+            "--run-dir",
+            str(run_dir),
+            "--memory-dir",
+            str(tmp_path / "mem"),
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--val-split",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == str(out) and out.is_file()
+    assert "on 3 accepted turns" in result.stdout and "held-out answer loss" in result.stdout
+    import llama_cpp
+
+    from teachback.agents.models import resolve
+    from teachback.memory.lora import read_adapter_metadata
+
+    meta = read_adapter_metadata(out)
+    assert "namespace" in str(meta) or meta
+    llm = llama_cpp.Llama(str(resolve("local/smollm2-135m").local_path), lora_path=str(out), verbose=False)
+    assert llm.create_completion("Vellmar", max_tokens=2)["choices"]

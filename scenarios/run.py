@@ -43,6 +43,7 @@ class RunRequest:
     models: dict[str, str] = field(default_factory=dict)  # role -> model override
     resume: Path | None = None
     seed: int | None = None
+    adapter: Path | None = None  # a LoRA adapter for the student (overrides the scenario's student.adapter)
     memory_dir: Path | None = None  # overrides the scenario's memory.dir
     memory_url: str | None = None  # overrides the scenario's memory.url
     no_memory: bool = False
@@ -132,7 +133,7 @@ def run_scenario(
     request: RunRequest, console: Console, *, clients: dict[str, ChatCompletionClient] | None = None
 ) -> Path:
     """Run (or resume) a scenario, rendering it live; returns the run folder. Ctrl-C propagates."""
-    from teachback.agents.cast import ROLES, build_cast
+    from teachback.agents.cast import ROLES, build_cast, resolve_adapter
     from teachback.agents.grounding import Knowledge
     from teachback.agents.judge import Rubric
     from teachback.agents.llama_server import ServerPool
@@ -156,15 +157,21 @@ def run_scenario(
     scenario = loaded.scenario
     turns = request.turns or (int(header.options.get("turns", scenario.turns)) if header else scenario.turns)
     scenario = scenario.model_copy(update={"turns": turns})
+    adapter = request.adapter or (header.options.get("adapter") if header else None)
+    if adapter:
+        student = scenario.student.model_copy(update={"adapter": str(Path(adapter).expanduser().resolve())})
+        scenario = scenario.model_copy(update={"student": student})
     seed = request.seed if request.seed is not None else (header.seed if header else scenario.seed)
     models = {role: getattr(scenario, role).model for role in ROLES}
     if header:
         models.update(header.models)
     models.update({role: spec for role, spec in request.models.items() if spec})
-    if clients is None:  # an unknown model fails here, before anything is written
+    adapter_path = None
+    if clients is None:  # an unknown model or a missing adapter fails here, before anything is written
         for spec in models.values():
             if not resolve(spec).is_local:
                 check_litellm_model(spec)
+        adapter_path = resolve_adapter(scenario.student.adapter, loaded.path.parent)
 
     memory, namespace = open_memory(request, scenario, loaded.path.parent)
 
@@ -189,6 +196,7 @@ def run_scenario(
         "answer_retries": scenario.answer_retries,
         "question_retries": scenario.question_retries,
         "teachback": scenario.teachback,
+        "adapter": str(adapter_path) if adapter_path else None,
         "roles": {
             role: {
                 "temperature": getattr(scenario, role).temperature,

@@ -45,6 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         models={"teacher": args.teacher, "student": args.student, "judge": args.judge},
         resume=args.resume,
         seed=args.seed,
+        adapter=args.adapter,
         memory_dir=args.memory_dir,
         memory_url=args.memory_url,
         no_memory=args.no_memory,
@@ -133,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     run.add_argument("--seed", type=int, help="random seed (overrides the scenario)")
+    run.add_argument(
+        "--adapter", type=Path, metavar="FILE", help="a LoRA adapter for the student (teachback finetune)"
+    )
     where = run.add_mutually_exclusive_group()
     where.add_argument("--memory-dir", type=Path, metavar="DIR", help="the vector memory's folder")
     where.add_argument("--memory-url", metavar="URL", help="a shared chroma server, http://host:port")

@@ -140,3 +140,10 @@ def test_unknown_litellm_provider_fails_before_anything_is_written(tmp_path: Pat
     assert result.returncode == 2
     assert "unknown model 'nosuchprovider/model-x'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "transcripts").exists()
+
+
+def test_missing_adapter_fails_before_anything_is_written(tmp_path: Path) -> None:
+    result = cli("run", "invented-domain", "--adapter", "no-such-adapter.gguf", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no such adapter file" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "transcripts").exists()

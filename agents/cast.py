@@ -59,10 +59,6 @@ def primed_context(buffer_size: int) -> Any:
     return PrimedContext(buffer_size=buffer_size)
 
 
-def role_settings(scenario: Any, role: str) -> Any:
-    return getattr(scenario, role)
-
-
 def system_prompt(role: str, settings: Any, topic: str) -> str:
     """The role's system prompt: the scenario's own, or the bundled one, plus the persona if any."""
     base = settings.system_prompt or prompts.render(f"{role}_system", topic=topic)
@@ -148,7 +144,7 @@ def build_cast(
             continue
         adapter = resolve_adapter(scenario.student.adapter, scenario_dir) if role == "student" else None
         made[role] = make_client(
-            role, resolve(models[role]), role_settings(scenario, role), pool=pool, seed=seed, adapter=adapter
+            role, resolve(models[role]), getattr(scenario, role), pool=pool, seed=seed, adapter=adapter
         )
     topic = scenario.name
     student = AssistantAgent(

@@ -16,6 +16,7 @@ agent can fill a role. Teacher and judge start each call fresh; the student keep
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -74,13 +75,6 @@ class Progress:
         return round(self.accepted / done, 3) if done else 0.0
 
 
-@dataclass(frozen=True)
-class Spoken:
-    text: str
-    tokens: int
-    seconds: float
-
-
 class Director:
     """Runs the dialogue of one scenario with one cast, emitting events."""
 
@@ -120,7 +114,9 @@ class Director:
                 progress.next_turn += 1
         except BaseException as exc:
             self._cancel.cancel()
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt | _cancelled()) else "failed"
+            status = (
+                "interrupted" if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError) else "failed"
+            )
             self._finish(progress, status, _one_line(exc) if status == "failed" else "stopped by the user")
             raise
         self._finish(progress, "completed", "")
@@ -194,7 +190,7 @@ class Director:
         feedback = mistake
         for attempt in range(1, self.scenario.question_retries + 2):
             prompt = prompts.render("student_ask", objective=objective, feedback=feedback)
-            spoken = await self._speak(
+            text = await self._speak(
                 self.cast.student,
                 [TextMessage(content=prompt, source="director")],
                 turn=turn,
@@ -202,7 +198,7 @@ class Director:
                 kind=QUESTION,
                 attempt=attempt,
             )
-            question = _first_question(spoken.text)
+            question = _first_question(text)
             judged = self.rubric.question(question, objective, self._topic_words)
             self._verdict(turn, QUESTION, judged, attempt)
             if judged.accepted:
@@ -223,7 +219,7 @@ class Director:
         for attempt in range(1, self.scenario.answer_retries + 2):
             await self.cast.teacher.on_reset(self._cancel)
             prompt = prompts.render("teacher_question", notes=notes, question=question, feedback=feedback)
-            spoken = await self._speak(
+            text = await self._speak(
                 self.cast.teacher,
                 [TextMessage(content=prompt, source="student")],
                 turn=turn,
@@ -231,7 +227,7 @@ class Director:
                 kind=ANSWER,
                 attempt=attempt,
             )
-            answer = spoken.text.strip()
+            answer = text.strip()
             judged = await self._judge_answer(turn, question, answer, notes, attempt)
             if judged.accepted:
                 break
@@ -245,7 +241,7 @@ class Director:
 
         await self.cast.judge.on_reset(self._cancel)
         prompt = prompts.render("judge_answer", notes=notes, question=question, answer=answer)
-        spoken = await self._speak(
+        text = await self._speak(
             self.cast.judge,
             [TextMessage(content=prompt, source="director")],
             turn=turn,
@@ -253,7 +249,7 @@ class Director:
             kind=ANSWER,
             attempt=attempt,
         )
-        judged = self.rubric.answer(question, answer, parse_verdict(spoken.text))
+        judged = self.rubric.answer(question, answer, parse_verdict(text))
         self._verdict(turn, ANSWER, judged, attempt)
         return judged
 
@@ -261,7 +257,7 @@ class Director:
         from autogen_agentchat.messages import TextMessage
 
         prompt = prompts.render("student_teachback", answer=answer, objective=objective)
-        spoken = await self._speak(
+        text = await self._speak(
             self.cast.student,
             [TextMessage(content=prompt, source="teacher")],
             turn=turn,
@@ -269,9 +265,9 @@ class Director:
             kind=TEACHBACK,
             attempt=1,
         )
-        judged = self.rubric.teachback(objective, answer, spoken.text)
+        judged = self.rubric.teachback(objective, answer, text)
         self._verdict(turn, TEACHBACK, judged, 1)
-        return spoken.text.strip(), judged
+        return text.strip(), judged
 
     # -- speaking and judging ---------------------------------------------------------------------------
 
@@ -289,8 +285,8 @@ class Director:
 
     async def _speak(
         self, agent: ChatAgent, messages: Sequence[Any], *, turn: int, role: str, kind: str, attempt: int
-    ) -> Spoken:
-        """Send messages to an agent, streaming its tokens as events; the complete message last."""
+    ) -> str:
+        """Send messages to an agent, streaming its tokens as events; returns the complete message."""
         from autogen_agentchat.base import Response
         from autogen_agentchat.messages import ModelClientStreamingChunkEvent
 
@@ -319,7 +315,7 @@ class Director:
             seconds=seconds,
             attempt=attempt,
         )
-        return Spoken(text, tokens, seconds)
+        return text
 
 
 def _first_question(text: str) -> str:
@@ -355,12 +351,6 @@ def fallback_question(objective: str, turn: int) -> str:
         ]
         return f"What is {parts[(turn - 1) % 2]}{match['rest'] or ''}?"
     return f"What is {objective}?"
-
-
-def _cancelled() -> type[BaseException]:
-    import asyncio
-
-    return asyncio.CancelledError
 
 
 def _one_line(exc: BaseException) -> str:

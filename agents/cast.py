@@ -65,14 +65,29 @@ def system_prompt(role: str, settings: Any, topic: str) -> str:
     return f"{base}\n\n{settings.persona}" if settings.persona else base
 
 
-def resolve_adapter(adapter: str | None, scenario_dir: Path) -> Path | None:
+def resolve_adapter(
+    adapter: str | None, scenario_dir: Path, model: str | None = None, seat: str = "student"
+) -> Path | None:
+    """The adapter file a seat loads: a path relative to the scenario, or "latest" for the newest adapter
+    in the registry (`teachback adapters`) trained on the seat's own `model` file."""
     if adapter is None:
         return None
     if adapter == "latest":
-        raise ModelError("student.adapter: 'latest' needs a fine-tuned adapter; none exists yet")
+        from teachback.memory.adapters import ADAPTERS_DIR, latest_adapter
+
+        base = resolve(model).local_path if model else None
+        if base is None:
+            raise ModelError(f"{seat}.adapter: 'latest' needs a local GGUF model, not {model!r}")
+        found = latest_adapter(base)
+        if found is None:
+            raise ModelError(
+                f"{seat}.adapter: 'latest': no adapter for {base.name} in {ADAPTERS_DIR}/ yet; "
+                "train one with `teachback finetune`, or remove `adapter: latest`"
+            )
+        return found
     path = (scenario_dir / adapter).expanduser()
     if not path.is_file():
-        raise ModelError(f"student.adapter: no such adapter file: {path}")
+        raise ModelError(f"{seat}.adapter: no such adapter file: {path}")
     return path.resolve()
 
 
@@ -142,7 +157,11 @@ def build_cast(
         if clients and role in clients:
             made[role] = clients[role]
             continue
-        adapter = resolve_adapter(scenario.student.adapter, scenario_dir) if role == "student" else None
+        adapter = (
+            resolve_adapter(scenario.student.adapter, scenario_dir, models[role])
+            if role == "student"
+            else None
+        )
         made[role] = make_client(
             role, resolve(models[role]), getattr(scenario, role), pool=pool, seed=seed, adapter=adapter
         )

@@ -142,6 +142,7 @@ class TrainProgress:
     tokens_per_s: float
     eta_s: float
     message: str = ""
+    step_loss: float = math.nan  # this step's own loss (phase "train")
 
 
 @dataclass
@@ -719,6 +720,16 @@ def _memory_check(base_model: Path, config: TrainConfig) -> tuple[str, list[Any]
     return arch, targets, need, 4 * n_elements
 
 
+def memory_needed(base_model: Path, config: TrainConfig) -> tuple[int, int | None]:
+    """(bytes a training run with `config` needs at its peak, bytes available now or None if unknown).
+
+    Raises FinetuneError when the architecture cannot train or the estimate exceeds what is available.
+    """
+    config.validate()
+    _arch, _targets, need, _f32 = _memory_check(Path(base_model), config)
+    return need, available_memory()
+
+
 def train_lora(
     base_model: Path,
     examples: list[tuple[str, str]],
@@ -857,6 +868,7 @@ def train_lora(
                         lr,
                         tps,
                         remaining * config.n_ctx / tps if tps else 0.0,
+                        step_loss=losses[-1],
                     )
                 )
             train_curve.append(float(np.mean(losses)))

@@ -3,40 +3,91 @@
     teachback finetune --namespace invented-domain [--run RUN_ID] [--min-score 0.6] [--out adapter.gguf]
     teachback finetune --run-dir transcripts/runs/<run>/        # that run's turns, namespace and student
 
-The adapter goes to `--out`, or to `.teachback/adapters/<namespace>-<time>.gguf`; load it with
-`Llama(model_path=<student>.gguf, lora_path=...)`, `llama-server --lora ...` or a scenario's
-`student: {adapter: <path>}`.
+The adapter goes to `--out`, or into the registry (`.teachback/adapters/<namespace>-<time>.gguf`, listed
+by `teachback adapters`, loaded by `adapter: latest`); load it with `Llama(model_path=..., lora_path=...)`,
+`llama-server --lora ...` or a scenario's `student: {adapter: <path>}`. With a run folder, the training
+record (`finetune.json`: loss curves, speed, memory) and the quiz before and after go into that folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from teachback.errors import FinetuneError
+from teachback.memory.adapters import ADAPTERS_DIR
 
-ADAPTERS_DIR = Path(".teachback") / "adapters"
+FINETUNE_RECORD = "finetune.json"
+
+
+@dataclass
+class FinetuneRequest:
+    """Which turns to train on, where the adapter goes, and how to train."""
+
+    namespace: str | None = None
+    run_dir: Path | None = None  # take namespace, run id, student, scenario and the run's adapter from here
+    runs: list[str] = field(default_factory=list)  # only these run ids (empty: all runs of the namespace)
+    objectives: list[str] = field(default_factory=list)  # only turns on these objectives (substring match)
+    min_score: float = 0.0
+    student: str | None = None
+    out: Path | None = None
+    memory_dir: Path | None = None
+    memory_url: str | None = None
+    quiz: bool = True  # quiz before and after when the run's scenario has a quiz
+    known_before: Any = None  # a QuizResult of the student as it is now (skips the quiz before)
+    config: Any = None  # a TrainConfig; None: the defaults
+
+
+@dataclass
+class FinetuneOutcome:
+    adapter: Path
+    result: Any  # TrainResult
+    quiz_before: Any = None  # QuizResult
+    quiz_after: Any = None
 
 
 def register(subparsers: Any) -> None:
+    from teachback.memory.finetune import DEFAULT_TARGETS
+
     p = subparsers.add_parser("finetune", help="train a LoRA adapter for the student on the accepted turns")
     p.add_argument("--namespace", help="the memory namespace (default: the run's scenario)")
     p.add_argument("--run-dir", type=Path, help="a run folder: train on that run's turns only")
-    p.add_argument("--run", metavar="RUN_ID", help="train on the turns of this run id only")
+    p.add_argument(
+        "--run", metavar="RUN_ID", action="append", default=[], help="only this run's turns (repeatable)"
+    )
+    p.add_argument(
+        "--objective",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="only turns whose objective contains TEXT (repeatable)",
+    )
     p.add_argument("--min-score", type=float, default=0.0, help="leave out turns the judge scored lower")
     p.add_argument(
         "--student", metavar="MODEL", help="the local student model (default: the run's, or smollm2)"
     )
-    p.add_argument("--out", type=Path, help="the adapter file to write (replaced atomically)")
+    p.add_argument("--out", type=Path, help="the adapter file to write (default: into the registry)")
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine schedule)")
+    p.add_argument(
+        "--targets",
+        default=",".join(DEFAULT_TARGETS),
+        help="comma-separated weight kinds to adapt (default: all attention and feed-forward)",
+    )
+    p.add_argument("--ctx", type=int, default=256, help="training window in tokens (multiple of 32, >= 256)")
     p.add_argument("--first-layer", type=int, default=0, help="adapters only on blocks from this one up")
-    p.add_argument("--val-split", type=float, default=0.1)
+    p.add_argument("--val-split", type=float, default=0.1, help="share of turns held out for validation")
+    p.add_argument(
+        "--early-stop", type=int, metavar="EPOCHS", help="stop after N epochs without a better val"
+    )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-quiz", action="store_true", help="skip the quiz before and after")
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--memory-dir", type=Path, metavar="DIR", help="memory folder (default .teachback/memory)"
@@ -45,80 +96,253 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run_finetune)
 
 
-def _from_run_dir(run_dir: Path) -> tuple[str, str, str]:
-    """(namespace, run id, student model) of a recorded run."""
-    from teachback.transcripts.events import RunStarted
-    from teachback.transcripts.reader import read_transcript
-
-    header = read_transcript(run_dir / "transcript.jsonl", allow_truncated_tail=True)[0]
-    assert isinstance(header, RunStarted)
-    return header.scenario, header.run_id, header.models.get("student", "")
-
-
 def run_finetune(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from teachback.agents.models import resolve
-    from teachback.memory.finetune import TrainConfig, train_lora
-    from teachback.memory.store import MemoryStore
+    from teachback.memory.finetune import TrainConfig
 
-    namespace, run_id, student = args.namespace, args.run, args.student
-    if args.run_dir is not None:
-        ns, rid, model = _from_run_dir(args.run_dir)
-        namespace, run_id, student = namespace or ns, run_id or rid, student or model
-    if not namespace:
-        raise FinetuneError("finetune: name the memory namespace (--namespace) or a run folder (--run-dir)")
-    ref = resolve(student or "local/smollm2-135m")
-    if ref.local_path is None:
-        raise FinetuneError(
-            f"finetune: the student {ref.spec} is not a local GGUF model; only those train here"
-        )
-
-    store = MemoryStore.open(path=args.memory_dir, url=args.memory_url, create=False)
-    turns = [
-        t
-        for t in store.list(namespace, run=run_id, include_duplicates=False)
-        if t.judge_score >= args.min_score
-    ]
-    if not turns:
-        where = f"run {run_id} in " if run_id else ""
-        raise FinetuneError(
-            f"finetune: no accepted turns for {where}namespace {namespace!r} in {store.location}; "
-            "run a scenario first (teachback run ...), or check --namespace/--memory-dir"
-        )
-    pairs = [(t.question, t.answer) for t in turns]
-    out = args.out or ADAPTERS_DIR / f"{namespace}-{time.strftime('%Y%m%d-%H%M%S')}.gguf"
     config = TrainConfig(
         rank=args.rank,
         alpha=args.alpha if args.alpha is not None else float(args.rank),
         epochs=args.epochs,
         learning_rate=args.lr,
+        targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+        n_ctx=args.ctx,
         first_layer=args.first_layer,
         val_split=args.val_split,
+        early_stop_patience=args.early_stop,
         seed=args.seed,
     )
-    console = Console(highlight=False)
+    request = FinetuneRequest(
+        namespace=args.namespace,
+        run_dir=args.run_dir,
+        runs=list(args.run),
+        objectives=list(args.objective),
+        min_score=args.min_score,
+        student=args.student,
+        out=args.out,
+        memory_dir=args.memory_dir,
+        memory_url=args.memory_url,
+        quiz=not args.no_quiz,
+        config=config,
+    )
+    outcome = train_from_memory(request, Console(highlight=False))
+    print(outcome.adapter)
+    return 0
+
+
+@dataclass
+class _RunInfo:
+    namespace: str = ""
+    run_id: str = ""
+    student: str = ""
+    judge: str = ""
+    scenario_path: str = ""
+    adapter: str | None = None
+
+
+def _from_run_dir(run_dir: Path) -> _RunInfo:
+    """What a recorded run says about itself: its namespace, id, models, scenario and adapter."""
+    from teachback.errors import RunDirError
+    from teachback.transcripts.events import RunStarted
+    from teachback.transcripts.reader import read_transcript
+
+    path = run_dir / "transcript.jsonl"
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: not a run folder (no transcript.jsonl)")
+    header = read_transcript(path, allow_truncated_tail=True)[0]
+    assert isinstance(header, RunStarted)
+    return _RunInfo(
+        namespace=str(header.options.get("memory_namespace") or header.scenario),
+        run_id=header.run_id,
+        student=header.models.get("student", ""),
+        judge=header.models.get("judge", ""),
+        scenario_path=header.scenario_path,
+        adapter=header.options.get("adapter"),
+    )
+
+
+def select_turns(store: Any, request: FinetuneRequest, namespace: str, runs: list[str]) -> list[Any]:
+    """The accepted, non-duplicate turns the request names, in the order they were learned."""
+    turns = [
+        t
+        for t in store.list(namespace, include_duplicates=False)
+        if t.judge_score >= request.min_score
+        and (not runs or t.run_id in runs)
+        and (
+            not request.objectives or any(o.casefold() in t.objective.casefold() for o in request.objectives)
+        )
+    ]
+    if not turns:
+        filters = []
+        if runs:
+            filters.append(f"runs {', '.join(runs)}")
+        if request.objectives:
+            filters.append(f"objectives matching {request.objectives}")
+        if request.min_score:
+            filters.append(f"judge score >= {request.min_score}")
+        where = f" ({'; '.join(filters)})" if filters else ""
+        raise FinetuneError(
+            f"finetune: no accepted turns{where} in namespace {namespace!r} of {store.location}; "
+            "run a scenario first (teachback run ...), or check --namespace/--memory-dir and the filters"
+        )
+    return turns
+
+
+def _quiz_items(info: _RunInfo) -> list[Any]:
+    from teachback.errors import TeachbackError
+
+    if not info.scenario_path:
+        return []
+    try:
+        from teachback.scenarios.quiz import load_quiz
+
+        return list(load_quiz(Path(info.scenario_path)))
+    except (TeachbackError, OSError):
+        return []  # the scenario moved or changed: train anyway, without the quiz
+
+
+def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome:
+    """Select the turns, estimate memory, quiz the student before, train, quiz after; record it all."""
+    from teachback.agents.models import resolve
+    from teachback.memory.finetune import TrainConfig, memory_needed
+    from teachback.memory.store import MemoryStore
+
+    config = request.config or TrainConfig()
+    info = _from_run_dir(request.run_dir) if request.run_dir is not None else _RunInfo()
+    namespace = request.namespace or info.namespace
+    if not namespace:
+        raise FinetuneError("finetune: name the memory namespace (--namespace) or a run folder (--run-dir)")
+    runs = list(request.runs) or ([info.run_id] if info.run_id else [])
+    ref = resolve(request.student or info.student or "local/smollm2-135m")
+    if ref.local_path is None:
+        raise FinetuneError(
+            f"finetune: the student {ref.spec} is not a local GGUF model; only those train here "
+            "(a hosted student learns by retrieval instead)"
+        )
+    store = MemoryStore.open(path=request.memory_dir, url=request.memory_url, create=False)
+    turns = select_turns(store, request, namespace, runs)
+    pairs = [(t.question, t.answer) for t in turns]
+    out = request.out or ADAPTERS_DIR / f"{namespace}-{time.strftime('%Y%m%d-%H%M%S')}.gguf"
+
+    need, avail = memory_needed(ref.local_path, config)
     console.print(
         f"fine-tuning {ref.spec} on {len(pairs)} accepted turns of {namespace!r}"
-        + (f" (run {run_id})" if run_id else "")
+        + (f" (runs {', '.join(runs)})" if runs else "")
+        + f" · rank {config.rank}, {config.epochs} epochs, window {config.n_ctx}"
+        + f" · estimated peak memory {need / 2**30:.2f} GiB"
+        + (f" of {avail / 2**30:.1f} GiB available" if avail else "")
     )
-    result = _train_with_progress(console, train_lora, ref.local_path, pairs, out, config, namespace, turns)
+    items = _quiz_items(info) if request.quiz else []
+    judge = info.judge or "local/smollm2-135m"
+    outcome_before = None
+    if items and request.known_before is not None:
+        outcome_before = request.known_before
+    elif items:
+        before_adapter = Path(info.adapter) if info.adapter and Path(info.adapter).is_file() else None
+        outcome_before = _quiz(console, items, ref.spec, before_adapter, judge, "before", request.run_dir)
+
+    curve: list[list[float]] = []
+    val_curve: list[list[float]] = []
+    result = _train_with_progress(
+        console, ref.local_path, pairs, out, config, namespace, turns, ref.spec, curve, val_curve
+    )
     before, after = result.val_loss_before, result.val_loss_after
     if before is not None and after is not None:
         console.print(f"held-out answer loss: {before:.3f} -> {after:.3f}")
     console.print(
         f"train loss per epoch: {' '.join(f'{x:.3f}' for x in result.train_loss)} · "
-        f"{result.tokens_per_s:.0f} tok/s · peak RSS {result.peak_rss_bytes / 2**20:.0f} MB · "
-        f"{result.seconds:.0f} s"
+        f"{result.tokens_per_s:.0f} tok/s · peak RSS {result.peak_rss_bytes / 2**20:.0f} MB "
+        f"(estimated {need / 2**20:.0f} MB) · {result.seconds:.0f} s"
     )
-    print(result.adapter)
-    return 0
+    outcome = FinetuneOutcome(adapter=Path(result.adapter), result=result, quiz_before=outcome_before)
+    if items:
+        outcome.quiz_after = _quiz(
+            console, items, ref.spec, Path(result.adapter), judge, "after", request.run_dir
+        )
+        b, a = outcome.quiz_before.totals(), outcome.quiz_after.totals()
+        console.print(f"quiz: {b['correct']}/{b['n']} before -> {a['correct']}/{a['n']} after fine-tuning")
+    if request.run_dir is not None:
+        _write_record(request.run_dir / FINETUNE_RECORD, result, config, curve, val_curve, need, outcome)
+    return outcome
+
+
+def _quiz(
+    console: Any,
+    items: list,
+    student: str,
+    adapter: Path | None,
+    judge: str,
+    label: str,
+    run_dir: Path | None,
+) -> Any:
+    from teachback.scenarios.quiz import quiz_student
+
+    with console.status(f"quiz {label} fine-tuning ({len(items)} questions)..."):
+        result = quiz_student(items, student, adapter=adapter, judge_model=judge, label=label)
+    if run_dir is not None:
+        result.save(run_dir / f"quiz-{label}.json")
+    return result
+
+
+def _write_record(
+    path: Path, result: Any, config: Any, curve: list, val_curve: list, need: int, outcome: FinetuneOutcome
+) -> None:
+    from dataclasses import asdict
+
+    from teachback.memory.lora import atomic_path
+
+    record = {
+        "adapter": str(result.adapter),
+        "config": asdict(config),
+        "loss_curve": curve,
+        "val_loss_curve": val_curve,
+        "train_loss": result.train_loss,
+        "val_loss_before": result.val_loss_before,
+        "val_loss_after": result.val_loss_after,
+        "tokens_per_s": result.tokens_per_s,
+        "peak_rss_bytes": result.peak_rss_bytes,
+        "estimated_bytes": need,
+        "seconds": result.seconds,
+        "n_train": result.n_train,
+        "n_val": result.n_val,
+        "base_sha256": result.base_sha256,
+        "data_sha256": result.data_sha256,
+        "quiz_before": outcome.quiz_before.totals() if outcome.quiz_before else None,
+        "quiz_after": outcome.quiz_after.totals() if outcome.quiz_after else None,
+    }
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_finite(record), indent=1, default=str))
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as null, so the record is strict JSON (browsers and jq reject NaN)."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _train_with_progress(
-    console: Any, train: Any, base: Path, pairs: list, out: Path, config: Any, namespace: str, turns: list
+    console: Any,
+    base: Path,
+    pairs: list,
+    out: Path,
+    config: Any,
+    namespace: str,
+    turns: list,
+    student: str,
+    curve: list,
+    val_curve: list,
 ) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from teachback.memory.finetune import train_lora
 
     columns = (
         TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
@@ -133,19 +357,22 @@ def _train_with_progress(
 
         def report(p: Any) -> None:
             if p.phase == "train":
+                curve.append([len(curve) + 1, p.step_loss])
                 bar.update(
                     task, total=p.steps, completed=p.step, epoch=p.epoch, loss=p.loss, tps=p.tokens_per_s
                 )
             elif p.phase == "val":
+                val_curve.append([len(curve), p.loss])
                 bar.console.print(f"  held-out answer loss: {p.loss:.3f}")
 
         runs = sorted({t.run_id for t in turns if t.run_id})
-        return train(
+        objectives = sorted({t.objective for t in turns if t.objective})
+        return train_lora(
             base,
             pairs,
             out,
             config,
             progress=report,
             checkpoint_dir=out.parent / f".{out.stem}.checkpoints",
-            metadata={"namespace": namespace, "runs": runs},
+            metadata={"namespace": namespace, "runs": runs, "student": student, "objectives": objectives},
         )

@@ -152,16 +152,16 @@ def write_adapter(
     return Path(out)
 
 
-def read_adapter(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metadata, tensors) of an adapter file: metadata holds alpha and every `teachback.*` key
-    (JSON strings decoded), tensors are float32 numpy arrays in numpy (r, n_in) / (n_out, r) order."""
+def _open_adapter(path: Path) -> Any:
     import gguf
-    import numpy as np
 
     try:
-        reader = gguf.GGUFReader(str(path))
+        return gguf.GGUFReader(str(path))
     except Exception as exc:
         raise FinetuneError(f"{path}: not a readable adapter ({exc})") from exc
+
+
+def _metadata(reader: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for key, field in reader.fields.items():
         if key == "adapter.lora.alpha":
@@ -174,15 +174,24 @@ def read_adapter(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
                 with contextlib.suppress(ValueError):
                     value = json.loads(value)
             meta[key[len(META_PREFIX) :]] = value
+    return meta
+
+
+def read_adapter(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata, tensors) of an adapter file: metadata holds alpha and every `teachback.*` key
+    (JSON strings decoded), tensors are float32 numpy arrays in numpy (r, n_in) / (n_out, r) order."""
+    import numpy as np
+
+    reader = _open_adapter(path)
     tensors = {
         t.name: np.array(t.data, dtype=np.float32).reshape(tuple(reversed(t.shape))) for t in reader.tensors
     }
-    return meta, tensors
+    return _metadata(reader), tensors
 
 
 def read_adapter_metadata(path: Path) -> dict[str, Any]:
-    """Only the metadata of an adapter (for `teachback adapters`)."""
-    return read_adapter(path)[0]
+    """Only the metadata of an adapter (for `teachback adapters`); the tensors stay on disk."""
+    return _metadata(_open_adapter(path))
 
 
 # ---- the adapter's tensors inside llama.cpp ------------------------------------------------------------

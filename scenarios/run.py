@@ -166,12 +166,14 @@ def run_scenario(
     if header:
         models.update(header.models)
     models.update({role: spec for role, spec in request.models.items() if spec})
-    adapter_path = None
     if clients is None:  # an unknown model or a missing adapter fails here, before anything is written
         for spec in models.values():
             if not resolve(spec).is_local:
                 check_litellm_model(spec)
-        adapter_path = resolve_adapter(scenario.student.adapter, loaded.path.parent)
+    adapter_path = resolve_adapter(scenario.student.adapter, loaded.path.parent, models["student"])
+    if adapter_path is not None:  # "latest" becomes the file it named now, for the cast and the header
+        student = scenario.student.model_copy(update={"adapter": str(adapter_path)})
+        scenario = scenario.model_copy(update={"student": student})
 
     memory, namespace = open_memory(request, scenario, loaded.path.parent)
 
@@ -197,6 +199,7 @@ def run_scenario(
         "question_retries": scenario.question_retries,
         "teachback": scenario.teachback,
         "adapter": str(adapter_path) if adapter_path else None,
+        "memory_namespace": namespace or None,
         "roles": {
             role: {
                 "temperature": getattr(scenario, role).temperature,

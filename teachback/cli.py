@@ -51,7 +51,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         no_memory=args.no_memory,
     )
     console = _console(args.plain)
+    if args.rounds:
+        from teachback.scenarios.rounds import run_rounds
+
+        outcomes = run_rounds(request, args.rounds, console, quiz=not args.no_quiz)
+        print(outcomes[-1].run_dir)
+        return 0
     run_dir = run_scenario(request, console)
+    if not args.no_quiz:
+        from teachback.scenarios.rounds import quiz_run
+
+        quiz_run(run_dir, console)
     print(run_dir)
     return 0
 
@@ -137,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--adapter", type=Path, metavar="FILE", help="a LoRA adapter for the student (teachback finetune)"
     )
+    run.add_argument(
+        "--rounds",
+        type=_positive_int,
+        metavar="N",
+        help="N rounds of dialogue then fine-tuning, each round with the last round's adapter",
+    )
+    run.add_argument("--no-quiz", action="store_true", help="skip the scenario's quiz")
     where = run.add_mutually_exclusive_group()
     where.add_argument("--memory-dir", type=Path, metavar="DIR", help="the vector memory's folder")
     where.add_argument("--memory-url", metavar="URL", help="a shared chroma server, http://host:port")
@@ -168,11 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     mod = sub.add_parser("models", help="list the local models and where their files are")
     mod.set_defaults(func=cmd_models)
 
+    from teachback.memory import adapters_command, finetune_command
     from teachback.memory import commands as memory_commands
-    from teachback.memory import finetune_command
 
     memory_commands.register(sub)
     finetune_command.register(sub)
+    adapters_command.register(sub)
     return parser
 
 

@@ -70,7 +70,7 @@ def test_run_a_scenario_end_to_end_and_replay_it(tmp_path: Path) -> None:
 def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [*TEACHBACK, "run", "invented-domain", "--turns", "2", "--plain", "--out", str(out)],
+        [*TEACHBACK, "run", "invented-domain", "--turns", "2", "--plain", "--no-quiz", "--out", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -94,7 +94,10 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     assert servers_left_running(out) == []
 
     resumed = subprocess.run(
-        [*TEACHBACK, "run", "--resume", str(out), "--plain"], capture_output=True, text=True, timeout=600
+        [*TEACHBACK, "run", "--resume", str(out), "--plain", "--no-quiz"],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     events = read_transcript(transcript)

@@ -155,6 +155,10 @@ class StoredTurn:
         return float(self.metadata.get("judge_score", 0.0))
 
     @property
+    def objective(self) -> str:
+        return str(self.metadata.get("objective", ""))
+
+    @property
     def duplicate_of(self) -> str | None:
         return str(self.metadata.get("duplicate_of") or "") or None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,45 @@ def test_finetune_with_no_turns_is_a_one_line_error(tmp_path: Path) -> None:
     assert "has no namespace 'nothing-here'" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--objective", "volcanoes"], "objectives matching ['volcanoes'])"),
+        (["--min-score", "0.99"], "judge score >= 0.99)"),
+        (["--run", "no-such-run"], "no accepted turns (runs no-such-run)"),
+    ],
+)
+def test_finetune_filters_that_leave_nothing_are_one_line_errors(
+    scenario_file, tmp_path: Path, flags: list[str], message: str
+) -> None:
+    run_dir = recorded_run(scenario_file, tmp_path)
+    result = subprocess.run(
+        [*TEACHBACK, "finetune", "--run-dir", str(run_dir), "--memory-dir", str(tmp_path / "mem"), *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_select_turns_filters_by_objective_score_and_run(scenario_file, tmp_path: Path) -> None:
+    from teachback.memory.finetune_command import FinetuneRequest, select_turns
+    from teachback.memory.store import MemoryStore
+
+    run_dir = recorded_run(scenario_file, tmp_path)
+    store = MemoryStore.open(path=tmp_path / "mem", create=False)
+    everything = select_turns(store, FinetuneRequest(), "vellmar-test", [])
+    assert len(everything) == 3
+    objective = everything[0].objective
+    only = select_turns(store, FinetuneRequest(objectives=[objective.upper()[:12]]), "vellmar-test", [])
+    assert only and all(t.objective == objective for t in only)
+    assert len(select_turns(store, FinetuneRequest(), "vellmar-test", [everything[0].run_id])) == 3
+    assert run_dir.is_dir()
+
+
 @pytest.mark.real
 def test_finetune_a_run_and_load_the_adapter(scenario_file, tmp_path: Path) -> None:
     run_dir = recorded_run(scenario_file, tmp_path)
@@ -83,6 +123,16 @@ def test_finetune_a_run_and_load_the_adapter(scenario_file, tmp_path: Path) -> N
     from teachback.memory.lora import read_adapter_metadata
 
     meta = read_adapter_metadata(out)
-    assert "namespace" in str(meta) or meta
+    assert meta["namespace"] == "vellmar-test" and meta["student"] == "local/smollm2-135m"
+    assert len(meta["runs"]) == 1 and meta["n_train"] == 3
+    assert "estimated peak memory" in result.stdout
+    record = json.loads((run_dir / "finetune.json").read_text())
+    assert record["adapter"] == str(out) and len(record["loss_curve"]) >= 2
+    assert record["loss_curve"][-1][1] < record["loss_curve"][0][1]  # it learned
+    assert record["estimated_bytes"] > 0 and record["peak_rss_bytes"] > 0
+    for label in ("before", "after"):  # the scenario's quiz, before and after fine-tuning
+        quiz = json.loads((run_dir / f"quiz-{label}.json").read_text())
+        assert quiz["items"][0]["question"] == "What is the capital?"
+    assert "quiz:" in result.stdout and "before ->" in result.stdout
     llm = llama_cpp.Llama(str(resolve("local/smollm2-135m").local_path), lora_path=str(out), verbose=False)
     assert llm.create_completion("Vellmar", max_tokens=2)["choices"]

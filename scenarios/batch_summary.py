@@ -1,0 +1,116 @@
+"""The table at the end of a batch: one row per run, read from the plan and the run folders.
+
+    scenario         status  attempts  turns  accepted  rate   quiz         seconds
+    invented-domain  done    1         1      1         100%   0.40 → 0.80  17
+    skill-procedure  failed  2         –      –         –      –            3
+
+Turns and acceptance come from the transcript's last `RunFinished` (a resumed run ends with the totals
+of all its parts); the quiz from `quiz-before.json` / `quiz-after.json` (`{"totals": {"score", "correct",
+"n"}}`) when the run folder has them. Anything missing shows as "–".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from teachback.scenarios.batch import TRANSCRIPT, Batch
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from teachback.transcripts.events import RunFinished
+
+NONE = "–"
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    scenario: str
+    status: str
+    attempts: int
+    turns: int | None
+    accepted: int | None
+    acceptance_rate: float | None
+    quiz: str
+    seconds: float
+    error: str
+
+
+def last_finish(run_dir: Path) -> RunFinished | None:
+    """The transcript's last RunFinished event, or None (no transcript, or a run that never finished)."""
+    from teachback.errors import TranscriptError
+    from teachback.transcripts.events import RunFinished
+    from teachback.transcripts.reader import read_transcript
+
+    try:
+        events = read_transcript(run_dir / TRANSCRIPT, allow_truncated_tail=True)
+    except TranscriptError:
+        return None
+    return next((e for e in reversed(events) if isinstance(e, RunFinished)), None)
+
+
+def quiz_score(run_dir: Path) -> str:
+    """`0.40 → 0.80` (before → after), one of them alone, or "–"; from the run's quiz JSON files."""
+    scores = []
+    for name in ("quiz-before.json", "quiz-after.json"):
+        try:
+            totals = json.loads((run_dir / name).read_text(encoding="utf-8"))["totals"]
+            scores.append(f"{float(totals['score']):.2f}")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return " → ".join(scores) or NONE
+
+
+def rows(batch: Batch) -> list[Row]:
+    out = []
+    for job in batch.jobs:
+        run_dir = batch.run_dir(job)
+        finish = last_finish(run_dir)
+        out.append(
+            Row(
+                name=job.name,
+                scenario=job.scenario,
+                status=job.status,
+                attempts=job.attempts,
+                turns=finish.turns if finish else None,
+                accepted=finish.accepted if finish else None,
+                acceptance_rate=finish.acceptance_rate if finish else None,
+                quiz=quiz_score(run_dir),
+                seconds=job.seconds,
+                error=job.errors[-1] if job.errors and job.status != "done" else "",
+            )
+        )
+    return out
+
+
+def render(batch: Batch, console: Console) -> None:
+    """Print the summary table, then the last error of each run that did not finish."""
+    from rich.table import Table
+
+    table = Table(title=f"batch {batch.dir}", title_justify="left")
+    for column in ("run", "status", "attempts", "turns", "accepted", "rate", "quiz", "seconds"):
+        table.add_column(column, justify="left" if column in ("run", "status", "quiz") else "right")
+    style = {"done": "green", "failed": "red", "pending": "yellow", "running": "yellow"}
+    for row in rows(batch):
+        table.add_row(
+            row.name,
+            f"[{style.get(row.status, '')}]{row.status}[/]",
+            str(row.attempts),
+            _show(row.turns),
+            _show(row.accepted),
+            NONE if row.acceptance_rate is None else f"{row.acceptance_rate:.0%}",
+            row.quiz,
+            f"{row.seconds:.0f}",
+        )
+    console.print(table)
+    for row in rows(batch):
+        if row.error:
+            console.print(f"{row.name}: {row.error}", style="red", markup=False, highlight=False)
+
+
+def _show(value: int | None) -> str:
+    return NONE if value is None else str(value)

@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     memory_commands.register(sub)
     finetune_command.register(sub)
     adapters_command.register(sub)
+    from teachback.scenarios import batch_command
+
+    batch_command.register(sub)
     return parser
 
 

@@ -6,7 +6,8 @@
      │    └── ModelCallError       a model kept failing after its retries (unreachable server, bad key, ...)
      ├── TranscriptError           a transcript is missing, truncated or corrupt: `file:line: what`
      ├── RunDirError               a run folder cannot be resumed or written
-     └── MemoryStoreError          the vector memory cannot be opened or written
+     ├── MemoryStoreError          the vector memory cannot be opened or written
+     └── BatchError                a batch cannot start or resume: bad options, a folder that is not a batch
 
 Every message says what is wrong and where, and what to do about it.
 """
@@ -55,3 +56,7 @@ class MemoryStoreError(TeachbackError):
 
 class FinetuneError(TeachbackError):
     """Fine-tuning cannot start or finish: no examples, an untrainable model, not enough memory, ..."""
+
+
+class BatchError(TeachbackError):
+    """A batch cannot start or resume: bad executor options, a folder that is not a batch, no Ray, ..."""

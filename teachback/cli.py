@@ -185,11 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     mod = sub.add_parser("models", help="list the local models and where their files are")
     mod.set_defaults(func=cmd_models)
 
+    from teachback.agents import judge_eval
     from teachback.memory import adapters_command, finetune_command
     from teachback.memory import commands as memory_commands
+    from teachback.scenarios import quiz_command
 
     memory_commands.register(sub)
     finetune_command.register(sub)
+    quiz_command.register(sub)
+    judge_eval.register(sub)
     adapters_command.register(sub)
     from teachback.scenarios import batch_command
 

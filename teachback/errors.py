@@ -7,6 +7,7 @@
      ├── TranscriptError           a transcript is missing, truncated or corrupt: `file:line: what`
      ├── RunDirError               a run folder cannot be resumed or written
      ├── MemoryStoreError          the vector memory cannot be opened or written
+     ├── QuizError                 a quiz cannot run: no adapter to load, a result file that is not one
      └── BatchError                a batch cannot start or resume: bad options, a folder that is not a batch
 
 Every message says what is wrong and where, and what to do about it.
@@ -56,6 +57,10 @@ class MemoryStoreError(TeachbackError):
 
 class FinetuneError(TeachbackError):
     """Fine-tuning cannot start or finish: no examples, an untrainable model, not enough memory, ..."""
+
+
+class QuizError(TeachbackError):
+    """A quiz cannot run or its result cannot be read (a bad quiz file is a ScenarioError, with lines)."""
 
 
 class BatchError(TeachbackError):

@@ -198,7 +198,7 @@ def test_real_quiz_is_deterministic_and_writes_the_specified_json(
         "small.yaml",
         "- {question: 'What is the capital of France?', answer: Paris is the capital of France.,"
         " keywords: [Paris]}\n"
-        "- {question: 'Which city is the seat of Vellmar's government?', answer: Korrin.}\n",
+        "- {question: 'Which city is the seat of the government of Vellmar?', answer: Korrin.}\n",
     )
     outs = [tmp_path / "a.json", tmp_path / "b.json"]
     for out in outs:

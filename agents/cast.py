@@ -1,9 +1,11 @@
-"""The cast: the autogen-agentchat agents that play student, teacher and judge in one scenario.
+"""The cast: the autogen-agentchat agents that play the students, the teachers and the judge of a scenario.
 
-Teacher and judge speak through litellm: a hosted model directly, a local GGUF through a managed
-llama.cpp server on loopback (one per model file, shared by the roles that use it). A local student runs
-in-process through llama.cpp, with an optional LoRA adapter; a hosted student speaks through litellm.
-Tests hand in scripted clients instead; everything else is the same code path.
+Teachers and the judge speak through litellm: a hosted model directly, a local GGUF through a managed
+llama.cpp server on loopback (one per model file and adapter, shared by the seats that use it). A student
+that learns by fine-tuning is a local GGUF run in-process through llama.cpp, with an optional LoRA
+adapter; each such seat gets its own `Llama` (and its lock), so two seats on one file never share one.
+A student that learns by retrieval speaks through litellm like a teacher and carries its memory namespace
+as an autogen `Memory`. Tests hand in scripted clients instead; everything else is the same code path.
 """
 
 from __future__ import annotations
@@ -22,20 +24,42 @@ if TYPE_CHECKING:
     from autogen_core.models import ChatCompletionClient
 
     from teachback.agents.llama_server import ServerPool
+    from teachback.memory.store import MemoryStore
+    from teachback.scenarios.seats import Seat, StudentSeat
 
 ROLES = ("student", "teacher", "judge")
 STUDENT_CONTEXT_MESSAGES = 2  # the student sees the current exchange only; a 135M model drowns in more
+RECALL_TURNS = 3  # accepted turns a retrieval student is shown with each request
+
+
+@dataclass
+class Seated:
+    """A seat and the agent sitting in it."""
+
+    name: str
+    agent: ChatAgent
+    model: str
+    namespace: str = ""  # a student's memory namespace
+    learning: str = ""  # a student's: finetune or retrieval
 
 
 @dataclass
 class Cast:
-    """The three agents of a run and the models behind them."""
+    """The agents of a run and the models behind them: one or more teachers and students, one judge."""
 
-    student: ChatAgent
-    teacher: ChatAgent
+    teachers: list[Seated]
+    students: list[Seated]
     judge: ChatAgent
-    models: dict[str, str]  # role -> model string as the user wrote it
+    models: dict[str, str]  # role -> the first seat's model string, as the user wrote it
     clients: list[ChatCompletionClient] = field(default_factory=list)
+
+    @property
+    def teacher(self) -> ChatAgent:
+        return self.teachers[0].agent
+
+    @property
+    def student(self) -> ChatAgent:
+        return self.students[0].agent
 
     async def close(self) -> None:
         for client in self.clients:
@@ -99,9 +123,15 @@ def make_client(
     pool: ServerPool | None,
     seed: int,
     adapter: Path | None = None,
+    in_process: bool | None = None,
 ) -> ChatCompletionClient:
-    """The client a role speaks through, chosen by where its model lives."""
-    if role == "student" and ref.is_local:
+    """The client a role speaks through, chosen by where its model lives.
+
+    A local model runs in-process when `in_process` (default: for the student), else behind a server.
+    """
+    if in_process is None:
+        in_process = role == "student"
+    if in_process and ref.is_local:
         from teachback.agents.llama_local import LlamaCppChatClient
 
         return LlamaCppChatClient(
@@ -120,7 +150,7 @@ def make_client(
         if pool is None:
             raise ModelError(f"{role}: a local model needs a server pool")
         assert ref.local_path is not None
-        server = pool.get(ref.local_path)
+        server = pool.get(ref.local_path, lora_path=adapter)
         return LiteLLMChatClient(
             server.litellm_model,
             api_base=server.api_base,
@@ -148,44 +178,81 @@ def build_cast(
     pool: ServerPool | None,
     seed: int,
     clients: dict[str, ChatCompletionClient] | None = None,
+    seats: tuple[list[Seat], list[StudentSeat]] | None = None,
+    memory: MemoryStore | None = None,
 ) -> Cast:
-    """Seat the three roles. `models` maps role -> model string; `clients` (tests) replaces the clients."""
+    """Seat every teacher, every student and the judge.
+
+    `seats` are the (teachers, students) to seat, default the scenario's with `models` (role -> model
+    string) applied to every seat of a role. `clients` (tests) replaces a seat's client, found by seat
+    name, then by role. `memory` is where retrieval students look up what they were taught.
+    """
     from autogen_agentchat.agents import AssistantAgent
 
-    made: dict[str, ChatCompletionClient] = {}
-    for role in ROLES:
-        if clients and role in clients:
-            made[role] = clients[role]
-            continue
+    from teachback.scenarios.seats import student_seats, teacher_seats
+
+    if seats is None:
+        teachers = [s.with_model(models.get("teacher") or s.model) for s in teacher_seats(scenario)]
+        students = [s.with_model(models.get("student") or s.model) for s in student_seats(scenario)]
+    else:
+        teachers, students = seats
+    clients = clients or {}
+    made: list[ChatCompletionClient] = []
+
+    def client_for(seat: Seat | None, role: str, settings: Any, model: str, n: int) -> ChatCompletionClient:
+        scripted = clients.get(seat.name) if seat is not None else None
+        scripted = scripted or clients.get(role)
+        if scripted is not None:
+            made.append(scripted)
+            return scripted
+        label = role if seat is None or seat.name == role else f"{role} {seat.name}"
         adapter = (
-            resolve_adapter(scenario.student.adapter, scenario_dir, models[role])
-            if role == "student"
-            else None
+            resolve_adapter(seat.adapter, scenario_dir, model, seat=label) if seat and seat.adapter else None
         )
-        made[role] = make_client(
-            role, resolve(models[role]), getattr(scenario, role), pool=pool, seed=seed, adapter=adapter
+        in_process = role == "student" and getattr(seat, "fine_tunable", False)
+        if role == "student" and in_process and not resolve(model).is_local:
+            raise ModelError(f"{label}: learning: finetune needs a local GGUF model, not {model!r}")
+        client = make_client(
+            role, resolve(model), settings, pool=pool, seed=seed + n, adapter=adapter, in_process=in_process
         )
+        made.append(client)
+        return client
+
     topic = scenario.name
-    student = AssistantAgent(
-        "student",
-        made["student"],
-        system_message=system_prompt("student", scenario.student, topic),
-        model_client_stream=True,
-        model_context=primed_context(STUDENT_CONTEXT_MESSAGES),
-        description="asks questions and restates what it learned",
-    )
-    teacher = AssistantAgent(
-        "teacher",
-        made["teacher"],
-        system_message=system_prompt("teacher", scenario.teacher, topic),
-        model_client_stream=True,
-        description="answers from the scenario's knowledge",
-    )
+    seated_students = []
+    for n, seat in enumerate(students):
+        recall: list[Any] = []
+        if seat.learning == "retrieval" and memory is not None:
+            from teachback.memory.retrieval import StoreMemory
+
+            recall = [StoreMemory(memory, seat.namespace, k=RECALL_TURNS)]
+        agent = AssistantAgent(
+            seat.agent_name,
+            client_for(seat, "student", seat.settings, seat.model, n),
+            system_message=system_prompt("student", seat.settings, topic),
+            model_client_stream=True,
+            model_context=primed_context(STUDENT_CONTEXT_MESSAGES),
+            memory=recall or None,
+            description="asks questions and restates what it learned",
+        )
+        seated_students.append(Seated(seat.name, agent, seat.model, seat.namespace, seat.learning))
+    seated_teachers = []
+    for n, seat in enumerate(teachers):
+        agent = AssistantAgent(
+            seat.agent_name,
+            client_for(seat, "teacher", seat.settings, seat.model, n),
+            system_message=system_prompt("teacher", seat.settings, topic),
+            model_client_stream=True,
+            description="answers from the scenario's knowledge",
+        )
+        seated_teachers.append(Seated(seat.name, agent, seat.model))
+    judge_model = models.get("judge") or scenario.judge.model
     judge = AssistantAgent(
         "judge",
-        made["judge"],
+        client_for(None, "judge", scenario.judge, judge_model, 0),
         system_message=system_prompt("judge", scenario.judge, topic),
         model_client_stream=True,
         description="grades answers against the knowledge",
     )
-    return Cast(student, teacher, judge, dict(models), list(made.values()))
+    first = {"student": students[0].model, "teacher": teachers[0].model, "judge": judge_model}
+    return Cast(seated_teachers, seated_students, judge, first, made)

@@ -58,8 +58,10 @@ class LlamaServer:
         n_threads: int | None = None,
         log_path: Path | None = None,
         model_alias: str | None = None,
+        lora_path: Path | None = None,
     ):
         self.model_path = Path(model_path)
+        self.lora_path = Path(lora_path) if lora_path is not None else None
         self.n_ctx = n_ctx
         self.n_threads = n_threads or default_threads()
         self.model_alias = model_alias or alias_for(self.model_path)
@@ -118,6 +120,7 @@ class LlamaServer:
             str(self.n_threads),
             "--interrupt_requests",
             "False",
+            *(["--lora_path", str(self.lora_path)] if self.lora_path is not None else []),
         ]
 
     def start(self) -> None:
@@ -220,7 +223,11 @@ class LlamaServer:
 
 
 class ServerPool:
-    """One server per model file, shared by every role that uses it; `stop_all()` or `with` ends them."""
+    """One server per model file (and adapter), shared by every role that uses it; `stop_all()` ends them.
+
+    llama.cpp's server answers one request at a time (`--interrupt_requests False` queues the rest), so
+    roles that call one server concurrently, such as a panel of teachers on one file, are served in turn.
+    """
 
     def __init__(self, log_dir: Path | None = None, *, n_threads: int | None = None):
         """Logs go to `log_dir/llama-server-<alias>.log`, or to a temporary folder removed by stop_all()."""
@@ -229,7 +236,7 @@ class ServerPool:
             Path(tempfile.mkdtemp(prefix="teachback-servers-")) if log_dir is None else Path(log_dir)
         )
         self.n_threads = n_threads
-        self._servers: dict[Path, LlamaServer] = {}
+        self._servers: dict[tuple[Path, Path | None], LlamaServer] = {}
 
     def __enter__(self) -> ServerPool:
         return self
@@ -241,16 +248,25 @@ class ServerPool:
     def servers(self) -> list[LlamaServer]:
         return list(self._servers.values())
 
-    def get(self, model_path: Path, *, n_ctx: int = 4096, timeout: float = HEALTH_TIMEOUT_S) -> LlamaServer:
-        """The healthy server for `model_path`, started on first use with `n_ctx`.
+    def get(
+        self,
+        model_path: Path,
+        *,
+        n_ctx: int = 4096,
+        timeout: float = HEALTH_TIMEOUT_S,
+        lora_path: Path | None = None,
+    ) -> LlamaServer:
+        """The healthy server for `model_path` (wearing the LoRA adapter `lora_path`, if given), started on
+        first use with `n_ctx`.
 
         Later calls share it; asking for more context than it was started with is a ModelError
         (give every role on one file the same n_ctx).
         """
         path = Path(model_path).resolve()
-        server = self._servers.get(path)
+        lora = Path(lora_path).resolve() if lora_path is not None else None
+        server = self._servers.get((path, lora))
         if server is None:
-            alias = base = alias_for(path)
+            alias = base = alias_for(path) + (f"-lora-{alias_for(lora)}" if lora else "")
             taken = {s.model_alias for s in self._servers.values()}
             n = 1
             while alias in taken:  # two files with one name in different folders
@@ -262,8 +278,9 @@ class ServerPool:
                 n_threads=self.n_threads,
                 log_path=self.log_dir / f"llama-server-{alias}.log",
                 model_alias=alias,
+                lora_path=lora,
             )
-            self._servers[path] = server
+            self._servers[(path, lora)] = server
         elif n_ctx > server.n_ctx:
             raise ModelError(
                 f"{path.name} is already served with n_ctx={server.n_ctx}; another role asked for {n_ctx}: "

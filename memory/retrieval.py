@@ -7,6 +7,12 @@ agent's model context as one SystemMessage.
     memory = StoreMemory(MemoryStore.open(), "vellmar", k=3)
     student = AssistantAgent("student", model_client=client, memory=[memory])
 
+The same lookup as a plain function, for a quiz that puts each question to such a student:
+
+    context = retrieval_context(MemoryStore.open(), "vellmar", k=3)
+    context("Which city is the capital?")  ->  "Things you were taught earlier ...\n1. Q: ...\nA: ..."
+                                               ("" when nothing relevant is stored)
+
 Why not autogen-ext's `ChromaDBVectorMemory`: it stores free text under random uuid ids with its own
 metadata (no content ids, no upsert, no deduplication, no provenance), so it would write a second,
 incompatible kind of record into our collections; its embedder choices are chromadb's default or
@@ -19,6 +25,7 @@ This class is the `Memory` interface over the one store everything else uses.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from autogen_core import CancellationToken, Component
@@ -76,8 +83,7 @@ class StoreMemory(Memory, Component[StoreMemoryConfig]):
             return UpdateContextResult(memories=MemoryQueryResult(results=[]))
         found = await self.query(text)
         if found.results:
-            lines = [f"{i}. {item.content!s}" for i, item in enumerate(found.results, 1)]
-            await model_context.add_message(SystemMessage(content=HEADER + "\n" + "\n".join(lines)))
+            await model_context.add_message(SystemMessage(content=recall_text(found.results)))
         return UpdateContextResult(memories=found)
 
     async def query(
@@ -127,6 +133,33 @@ class StoreMemory(Memory, Component[StoreMemoryConfig]):
 
         store = MemoryStore.open(Path(config.path) if config.path else None, url=config.url)
         return cls(store, config.namespace, config.k, config.min_similarity)
+
+
+def retrieval_context(
+    store: MemoryStore, namespace: str, k: int = 3, min_similarity: float = 0.3
+) -> Callable[[str], str]:
+    """A function from a question to what a retrieval student is shown with it ("" when nothing fits).
+
+    The same search and wording as `StoreMemory.update_context`; for synchronous callers such as a quiz.
+    """
+
+    def context(question: str) -> str:
+        try:
+            hits = store.search(namespace, question, k)
+        except MemoryStoreError as exc:
+            if "has no namespace" in str(exc):  # nothing learned yet
+                return ""
+            raise
+        found = [_content(h) for h in hits if h.similarity >= min_similarity]
+        return recall_text(found) if found else ""
+
+    return context
+
+
+def recall_text(items: list[MemoryContent]) -> str:
+    """The recalled turns as one message: the header, then `1. Q: ...\nA: ...` per turn."""
+    lines = [f"{i}. {item.content!s}" for i, item in enumerate(items, 1)]
+    return HEADER + "\n" + "\n".join(lines)
 
 
 def _content(hit: Hit) -> MemoryContent:

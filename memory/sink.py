@@ -4,6 +4,9 @@ The transcript is written first (and synced), the memory second, so a crash betw
 leave a turn in the transcript that the memory lacks, never the reverse. `backfill` closes that gap when a
 run resumes: it stores every accepted turn of the transcript again, which costs nothing for turns already
 there (ids come from the content, so storing is an upsert).
+
+In a classroom each student has a namespace of its own (the header's `seats` say which): a turn goes to
+the namespace of the student who asked it, with that student's model as `student_model`.
 """
 
 from __future__ import annotations
@@ -18,13 +21,20 @@ if TYPE_CHECKING:
 
 
 class MemorySink:
-    """Stores the accepted turns of one run in one namespace of a MemoryStore."""
+    """Stores the accepted turns of one run in a MemoryStore: in `namespace`, or in the asking student's."""
 
     def __init__(self, store: MemoryStore, namespace: str, header: RunStarted):
         self.store = store
         self.namespace = namespace
         self.header = header
         self._reasons: dict[int, str] = {}  # turn -> the judge's reason for the accepted answer
+        students = [s for s in header.seats if s.get("role") == "student"]
+        self._namespaces = {s["name"]: s.get("namespace") or namespace for s in students}
+        self._models = {s["name"]: s.get("model", "") for s in students}
+
+    def namespace_of(self, student: str) -> str:
+        """Where the turns `student` asked are stored ("" or unknown: the run's namespace)."""
+        return self._namespaces.get(student, self.namespace)
 
     def handle(self, event: Event) -> MemoryStored | None:
         """Store an accepted turn; returns the event that says what happened to it, else None."""
@@ -37,7 +47,7 @@ class MemorySink:
         return MemoryStored(
             t=event.t,
             turn=event.turn,
-            namespace=self.namespace,
+            namespace=self.namespace_of(event.student),
             id=result.id,
             duplicate_of=result.duplicate_of or "",
             similarity=round(result.similarity, 4),
@@ -55,7 +65,11 @@ class MemorySink:
         return added
 
     def _store(self, event: TurnAccepted) -> AddResult:
+        from dataclasses import replace
+
         from teachback.memory.store import TurnRecord
 
         record = TurnRecord.from_event(event, self.header, judge_reason=self._reasons.pop(event.turn, ""))
-        return self.store.add_turns(self.namespace, [record])[0]
+        if event.student in self._models:
+            record = replace(record, student_model=self._models[event.student])
+        return self.store.add_turns(self.namespace_of(event.student), [record])[0]

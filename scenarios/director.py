@@ -10,6 +10,17 @@ One turn:
      covered when its teach-back is accepted.
 An accepted turn is emitted as `TurnAccepted` the moment it is complete; the recorder syncs it to disk.
 
+Several seats (see seats.py):
+- a teacher panel: each question goes to every teacher at once; the judge scores each candidate as it
+  arrives (one verdict per candidate, `Verdict.name`), and `panel.choose` picks the accepted answer
+  (`PanelDecision`). A member that fails is recorded and left out for the rest of the turn; when every
+  member fails, the turn fails as a single teacher's failure does.
+- a classroom: the students ask in turn (round-robin by turn number); each is told what the previous
+  student asked and was taught, so it may follow up. The asking student does the teach-back.
+- a retrieval student carries an autogen Memory: before it replies, the accepted turns of its namespace
+  most relevant to the request join its context, and the director records what was recalled
+  (`MemoryRecalled`).
+
 The director speaks to the agents only through autogen-agentchat's `on_messages_stream`, so any AutoGen
 agent can fill a role. Teacher and judge start each call fresh; the student keeps a short memory.
 """
@@ -26,13 +37,16 @@ from typing import TYPE_CHECKING, Any
 from teachback.agents import prompts
 from teachback.agents.grounding import content_words
 from teachback.agents.judge import Judgement, Rubric, parse_verdict, topic_words
+from teachback.scenarios.panel import Candidate, choose
 from teachback.transcripts.events import (
     ANSWER,
     QUESTION,
     TEACHBACK,
     Event,
+    MemoryRecalled,
     MessageDone,
     Notice,
+    PanelDecision,
     RunFinished,
     TokenDelta,
     TurnAccepted,
@@ -44,7 +58,7 @@ from teachback.transcripts.events import (
 if TYPE_CHECKING:
     from autogen_agentchat.base import ChatAgent
 
-    from teachback.agents.cast import Cast
+    from teachback.agents.cast import Cast, Seated
 
 Emit = Callable[[Event], None]
 
@@ -59,8 +73,9 @@ class Progress:
     rejected: int = 0
     covered: list[str] = field(default_factory=list)
     mistakes: dict[str, str] = field(default_factory=dict)  # objective -> what went wrong last time
-    # (question, answer) pairs accepted so far, so a resumed student remembers its lessons
-    lessons: list[tuple[str, str]] = field(default_factory=list)
+    # (question, answer, student) accepted so far, so a resumed student remembers its lessons and the
+    # next student in a classroom can follow up; student "" (old transcripts) is the first student
+    lessons: list[tuple[str, str, str]] = field(default_factory=list)
 
     def next_objective(self) -> str:
         """The first objective not yet covered; once all are, cycle through them by turn."""
@@ -95,6 +110,7 @@ class Director:
         self._clock = clock
         self._t0 = clock() - t_offset
         self._topic_words = topic_words(list(scenario.objectives))
+        self._select = getattr(getattr(scenario, "panel", None), "select", "best")
 
     def now(self) -> float:
         return round(self._clock() - self._t0, 3)
@@ -107,7 +123,8 @@ class Director:
         from autogen_core import CancellationToken
 
         self._cancel = CancellationToken()
-        await self._remind_student(progress)
+        self._judge_lock = asyncio.Lock()  # panel candidates are judged one at a time
+        await self._remind_students(progress)
         try:
             while progress.next_turn <= self.scenario.turns:
                 await self._turn(progress)
@@ -133,35 +150,40 @@ class Director:
             reason=reason,
         )
 
-    async def _remind_student(self, progress: Progress) -> None:
-        """After a resume, give the student its earlier lessons back (they are its conversation)."""
+    async def _remind_students(self, progress: Progress) -> None:
+        """After a resume, give each student its earlier lessons back (they are its conversation)."""
         from autogen_core.models import AssistantMessage, UserMessage
 
-        context = getattr(self.cast.student, "model_context", None)
-        if context is None:
-            return
-        for question, answer in progress.lessons:
-            await context.add_message(AssistantMessage(content=question, source="student"))
-            await context.add_message(UserMessage(content=answer, source="teacher"))
+        first = self.cast.students[0].name
+        for seat in self.cast.students:
+            context = getattr(seat.agent, "model_context", None)
+            if context is None:
+                continue
+            for question, answer, student in progress.lessons:
+                if (student or first) == seat.name:
+                    await context.add_message(AssistantMessage(content=question, source="student"))
+                    await context.add_message(UserMessage(content=answer, source="teacher"))
 
     # -- one turn ---------------------------------------------------------------------------------------
 
     async def _turn(self, progress: Progress) -> None:
         turn = progress.next_turn
+        seat = self.cast.students[(turn - 1) % len(self.cast.students)]
         objective = progress.next_objective()
-        self.emit(TurnStarted, turn=turn, objective=objective)
+        self.emit(TurnStarted, turn=turn, objective=objective, student=seat.name)
 
-        question = await self._ask(turn, objective, progress.mistakes.get(objective, ""))
-        answer, verdict = await self._answer(turn, question)
-        if not verdict.accepted:
+        classmate = self._classmate(progress, seat)
+        question = await self._ask(turn, seat, objective, progress.mistakes.get(objective, ""), classmate)
+        answer, verdict, teacher = await self._answer(turn, question)
+        if not verdict.accepted or teacher is None:
             progress.rejected += 1
             progress.mistakes[objective] = "The last answer about this was rejected; ask more precisely."
-            self.emit(TurnRejected, turn=turn, objective=objective, reason=verdict.reason)
+            self.emit(TurnRejected, turn=turn, objective=objective, reason=verdict.reason, student=seat.name)
             return
 
         restatement, check = "", None
         if self.scenario.teachback:
-            restatement, check = await self._teachback(turn, objective, answer)
+            restatement, check = await self._teachback(turn, seat, objective, answer)
         covered = check.accepted if check is not None else True
         if covered and objective not in progress.covered:
             progress.covered.append(objective)
@@ -170,7 +192,7 @@ class Director:
         elif check is not None:
             progress.mistakes[objective] = f"Last time you misunderstood it ({check.reason})."
         progress.accepted += 1
-        progress.lessons.append((question, answer))
+        progress.lessons.append((question, answer, seat.name))
         self.emit(
             TurnAccepted,
             turn=turn,
@@ -178,20 +200,33 @@ class Director:
             question=question,
             answer=answer,
             score=verdict.score,
-            teacher_model=self.cast.models["teacher"],
+            teacher_model=teacher.model,
             teachback=restatement,
             teachback_score=check.score if check else 0.0,
             objective_covered=covered,
+            student=seat.name,
+            teacher=teacher.name,
         )
 
-    async def _ask(self, turn: int, objective: str, mistake: str) -> str:
+    def _classmate(self, progress: Progress, seat: Seated) -> str:
+        """In a classroom, what the previous student asked and was taught ("" when it was this student)."""
+        if len(self.cast.students) < 2 or not progress.lessons:
+            return ""
+        question, answer, student = progress.lessons[-1]
+        if (student or self.cast.students[0].name) == seat.name:
+            return ""
+        return prompts.render("student_classmate", name=student, question=question, answer=answer)
+
+    async def _ask(self, turn: int, seat: Seated, objective: str, mistake: str, classmate: str) -> str:
         from autogen_agentchat.messages import TextMessage
 
         feedback = mistake
         for attempt in range(1, self.scenario.question_retries + 2):
             prompt = prompts.render("student_ask", objective=objective, feedback=feedback)
+            if classmate:
+                prompt = f"{classmate}\n{prompt}"
             text = await self._speak(
-                self.cast.student,
+                seat,
                 [TextMessage(content=prompt, source="director")],
                 turn=turn,
                 role="student",
@@ -200,7 +235,7 @@ class Director:
             )
             question = _first_question(text)
             judged = self.rubric.question(question, objective, self._topic_words)
-            self._verdict(turn, QUESTION, judged, attempt)
+            self._verdict(turn, QUESTION, judged, attempt, seat.name)
             if judged.accepted:
                 return question
             feedback = f"Your question '{question[:80]}' was off topic. Ask about {objective}."
@@ -210,32 +245,91 @@ class Director:
         )
         return question
 
-    async def _answer(self, turn: int, question: str) -> tuple[str, Judgement]:
+    async def _answer(self, turn: int, question: str) -> tuple[str, Judgement, Seated | None]:
+        """Every teacher answers (at once); the judge scores each; a rejected round is asked again.
+
+        Returns the chosen answer, its verdict and its teacher; when none was accepted, the best-scoring
+        answer of the last round and None.
+        """
+        notes = self.rubric.notes_for(question)
+        panel = self.cast.teachers
+        feedback = {seat.name: "" for seat in panel}
+        active = list(panel)
+        best: Candidate | None = None
+        for attempt in range(1, self.scenario.answer_retries + 2):
+            results = await asyncio.gather(
+                *(
+                    self._candidate(turn, seat, question, notes, feedback[seat.name], attempt)
+                    for seat in active
+                ),
+                return_exceptions=True,
+            )
+            for result in results:  # the judge failed, or the run was cancelled: not a member's failure
+                if isinstance(result, BaseException):
+                    raise result
+            candidates: list[Candidate] = [r for r in results if isinstance(r, Candidate)]
+            errors = [c for c in candidates if c.error is not None]
+            if len(errors) == len(candidates):
+                raise errors[0].error  # type: ignore[misc]  # every member failed: the turn fails
+            chosen, why = choose(candidates, self._select)
+            if len(panel) > 1:
+                self._panel_decision(turn, attempt, candidates, chosen, why)
+            answered = [c for c in candidates if c.error is None]
+            best = chosen or max(answered, key=lambda c: c.score)
+            if chosen is not None:
+                break
+            active = [seat for seat in active if seat.name not in {c.name for c in errors}]
+            feedback.update({c.name: c.reason for c in answered})
+        assert best is not None
+        teacher = next((seat for seat in panel if seat.name == best.name), None) if best.accepted else None
+        return best.answer, best.judgement, teacher
+
+    async def _candidate(
+        self, turn: int, seat: Seated, question: str, notes: str, feedback: str, attempt: int
+    ) -> Candidate:
+        """One teacher's answer and its verdict; a failing teacher becomes a candidate with its error."""
         from autogen_agentchat.messages import TextMessage
 
-        notes = self.rubric.notes_for(question)
-        feedback = ""
-        answer, judged = "", Judgement(0.0, False, "no answer")
-        for attempt in range(1, self.scenario.answer_retries + 2):
-            await self.cast.teacher.on_reset(self._cancel)
+        try:
+            await seat.agent.on_reset(self._cancel)
             prompt = prompts.render("teacher_question", notes=notes, question=question, feedback=feedback)
             text = await self._speak(
-                self.cast.teacher,
+                seat,
                 [TextMessage(content=prompt, source="student")],
                 turn=turn,
                 role="teacher",
                 kind=ANSWER,
                 attempt=attempt,
             )
-            answer = text.strip()
-            judged = await self._judge_answer(turn, question, answer, notes, attempt)
-            if judged.accepted:
-                break
-            feedback = judged.reason
-        return answer, judged
+        except Exception as exc:
+            if len(self.cast.teachers) > 1:
+                self.emit(
+                    Notice,
+                    level="error",
+                    turn=turn,
+                    message=f"teacher {seat.name} failed; the panel goes on: {_one_line(exc)}",
+                )
+            return Candidate(seat.name, error=exc)
+        answer = text.strip()
+        async with self._judge_lock:
+            judged = await self._judge_answer(turn, question, answer, notes, attempt, seat.name)
+        return Candidate(seat.name, answer, judged.score, judged.accepted, judged.reason, judged)
+
+    def _panel_decision(
+        self, turn: int, attempt: int, candidates: list[Candidate], chosen: Candidate | None, why: str
+    ) -> None:
+        self.emit(
+            PanelDecision,
+            turn=turn,
+            select=self._select,
+            chosen=chosen.name if chosen else "",
+            candidates=[c.record() for c in candidates],
+            reason=why,
+            attempt=attempt,
+        )
 
     async def _judge_answer(
-        self, turn: int, question: str, answer: str, notes: str, attempt: int
+        self, turn: int, question: str, answer: str, notes: str, attempt: int, teacher: str
     ) -> Judgement:
         from autogen_agentchat.messages import TextMessage
 
@@ -250,15 +344,15 @@ class Director:
             attempt=attempt,
         )
         judged = self.rubric.answer(question, answer, parse_verdict(text))
-        self._verdict(turn, ANSWER, judged, attempt)
+        self._verdict(turn, ANSWER, judged, attempt, teacher)
         return judged
 
-    async def _teachback(self, turn: int, objective: str, answer: str) -> tuple[str, Judgement]:
+    async def _teachback(self, turn: int, seat: Seated, objective: str, answer: str) -> tuple[str, Judgement]:
         from autogen_agentchat.messages import TextMessage
 
         prompt = prompts.render("student_teachback", answer=answer, objective=objective)
         text = await self._speak(
-            self.cast.student,
+            seat,
             [TextMessage(content=prompt, source="teacher")],
             turn=turn,
             role="student",
@@ -266,12 +360,12 @@ class Director:
             attempt=1,
         )
         judged = self.rubric.teachback(objective, answer, text)
-        self._verdict(turn, TEACHBACK, judged, 1)
+        self._verdict(turn, TEACHBACK, judged, 1, seat.name)
         return text.strip(), judged
 
     # -- speaking and judging ---------------------------------------------------------------------------
 
-    def _verdict(self, turn: int, kind: str, judged: Judgement, attempt: int) -> None:
+    def _verdict(self, turn: int, kind: str, judged: Judgement, attempt: int, name: str) -> None:
         self.emit(
             Verdict,
             turn=turn,
@@ -281,22 +375,46 @@ class Director:
             reason=judged.reason,
             components=judged.components,
             attempt=attempt,
+            name=name,
         )
 
     async def _speak(
-        self, agent: ChatAgent, messages: Sequence[Any], *, turn: int, role: str, kind: str, attempt: int
+        self,
+        speaker: ChatAgent | Seated,
+        messages: Sequence[Any],
+        *,
+        turn: int,
+        role: str,
+        kind: str,
+        attempt: int,
     ) -> str:
-        """Send messages to an agent, streaming its tokens as events; returns the complete message."""
+        """Send messages to a seat's agent (or the judge), streaming tokens as events; returns the text."""
         from autogen_agentchat.base import Response
-        from autogen_agentchat.messages import ModelClientStreamingChunkEvent
+        from autogen_agentchat.messages import MemoryQueryEvent, ModelClientStreamingChunkEvent
 
+        from teachback.agents.cast import Seated
+
+        seat = speaker if isinstance(speaker, Seated) else None
+        agent = seat.agent if seat is not None else speaker
+        name = seat.name if seat is not None else agent.name
         started = self._clock()
         chunks = 0
         final: Any = None
         async for item in agent.on_messages_stream(messages, self._cancel):
             if isinstance(item, ModelClientStreamingChunkEvent):
                 chunks += 1
-                self.emit(TokenDelta, turn=turn, role=role, name=agent.name, kind=kind, text=item.content)
+                self.emit(TokenDelta, turn=turn, role=role, name=name, kind=kind, text=item.content)
+            elif isinstance(item, MemoryQueryEvent):
+                meta = [m.metadata or {} for m in item.content]
+                self.emit(
+                    MemoryRecalled,
+                    turn=turn,
+                    name=name,
+                    kind=kind,
+                    namespace=seat.namespace if seat is not None else "",
+                    ids=[str(m.get("id", "")) for m in meta],
+                    similarities=[round(float(m.get("similarity", 0.0)), 4) for m in meta],
+                )
             elif isinstance(item, Response):
                 final = item.chat_message
         text = final.to_text() if final is not None else ""
@@ -307,10 +425,10 @@ class Director:
             MessageDone,
             turn=turn,
             role=role,
-            name=agent.name,
+            name=name,
             kind=kind,
             text=text,
-            model=self.cast.models.get(role, ""),
+            model=seat.model if seat is not None else self.cast.models.get(role, ""),
             tokens=tokens,
             seconds=seconds,
             attempt=attempt,

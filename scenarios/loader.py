@@ -252,6 +252,8 @@ def _message(error: Any, loc: Loc) -> str:
         return f"unknown field; {hint}expected one of {', '.join(model.model_fields)}"
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}, got {_shown(value)}"
+    if kind == "literal_error" and ctx.get("expected"):
+        return f"expected {ctx['expected']}, got {_shown(value)}"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         low, high = _bounds(loc)
         if low is not None and high is not None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from teachback.memory.store import MemoryStore
     from teachback.scenarios.director import Progress
+    from teachback.scenarios.seats import Seat, StudentSeat
     from teachback.transcripts.events import Event, RunStarted
 
 TRANSCRIPT = "transcript.jsonl"
@@ -44,6 +45,7 @@ class RunRequest:
     resume: Path | None = None
     seed: int | None = None
     adapter: Path | None = None  # a LoRA adapter for the student (overrides the scenario's student.adapter)
+    adapters: dict[str, Path] = field(default_factory=dict)  # classroom: student seat name -> its adapter
     memory_dir: Path | None = None  # overrides the scenario's memory.dir
     memory_url: str | None = None  # overrides the scenario's memory.url
     no_memory: bool = False
@@ -95,7 +97,7 @@ def progress_from(events: list[Event], objectives: list[str]) -> tuple[Progress,
     for event in events:
         if isinstance(event, TurnAccepted):
             progress.accepted += 1
-            progress.lessons.append((event.question, event.answer))
+            progress.lessons.append((event.question, event.answer, event.student))
             if event.objective_covered and event.objective not in progress.covered:
                 progress.covered.append(event.objective)
             done = max(done, event.turn)
@@ -104,6 +106,46 @@ def progress_from(events: list[Event], objectives: list[str]) -> tuple[Progress,
             done = max(done, event.turn)
     progress.next_turn = done + 1
     return progress, (events[-1].t if events else 0.0)
+
+
+def seats_for_run(
+    scenario: Any,
+    scenario_dir: Path,
+    request: RunRequest,
+    header: RunStarted | None,
+    models: dict[str, str],
+    namespace: str,
+) -> tuple[list[Seat], list[StudentSeat]]:
+    """The run's teachers and students: the scenario's seats with the models and adapters that the command
+    line, or the header of the run being resumed, name. A model given on the command line for a role
+    seats every seat of that role on it; adapters are resolved to files (a missing one fails here)."""
+    from teachback.agents.cast import resolve_adapter
+    from teachback.scenarios.seats import student_seats, teacher_seats
+
+    recorded = {(s.get("role"), s.get("name")): s for s in header.seats} if header else {}
+    teachers, students = teacher_seats(scenario), student_seats(scenario, namespace or None)
+    if len(students) > 1 and request.adapter is not None:
+        raise TeachbackError(
+            "--adapter names the adapter of one student; this scenario has several: give each its own "
+            "`adapter:` in the scenario"
+        )
+
+    def settle(seat: Any, single: bool) -> Any:
+        old = recorded.get((seat.role, seat.name), {})
+        model = models[seat.role] if single else (request.models.get(seat.role) or old.get("model"))
+        seat = seat.with_model(model or seat.model)
+        if single and seat.role == "student":
+            return seat  # its adapter is settled already, --adapter and the header's included
+        adapter = request.adapters.get(seat.name) or old.get("adapter") or seat.adapter
+        if adapter:
+            label = seat.role if single else f"{seat.role} {seat.name}"
+            seat = seat.with_adapter(str(resolve_adapter(str(adapter), scenario_dir, seat.model, seat=label)))
+        return seat
+
+    return (
+        [settle(t, len(teachers) == 1 and scenario.teachers is None) for t in teachers],
+        [settle(s, len(students) == 1 and scenario.students is None) for s in students],
+    )
 
 
 def _previous_run(run_dir: Path) -> tuple[RunStarted, list[Event]]:
@@ -141,6 +183,7 @@ def run_scenario(
     from teachback.memory.sink import MemorySink
     from teachback.scenarios.director import Director, Progress
     from teachback.scenarios.loader import find_scenario, load_scenario
+    from teachback.scenarios.seats import seat_record
     from teachback.transcripts.events import Notice, RunStarted
     from teachback.transcripts.recorder import TranscriptRecorder
     from teachback.transcripts.render import make_renderer
@@ -176,6 +219,12 @@ def run_scenario(
         scenario = scenario.model_copy(update={"student": student})
 
     memory, namespace = open_memory(request, scenario, loaded.path.parent)
+    teachers, students = seats_for_run(scenario, loaded.path.parent, request, header, models, namespace)
+    models.update({"teacher": teachers[0].model, "student": students[0].model})
+    if clients is None:
+        for spec in {seat.model for seat in (*teachers, *students)} - set(models.values()):
+            if not resolve(spec).is_local:
+                check_litellm_model(spec)
 
     if header is not None and request.resume is not None:
         run_dir = request.resume
@@ -234,6 +283,7 @@ def run_scenario(
             started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             objectives=list(scenario.objectives),
             resumed_from_turn=progress.next_turn - 1 if header else 0,
+            seats=[seat_record(seat) for seat in (*teachers, *students)],
         )
         emit(start)
         if memory is not None:
@@ -245,6 +295,12 @@ def run_scenario(
                         t=t_offset, level="info", message=f"memory: stored {recovered} turns a crash left out"
                     )
                 )
+        if memory is None and any(seat.learning == "retrieval" for seat in students):
+            emit(
+                Notice(
+                    t=t_offset, level="warning", message="memory is off: retrieval students recall nothing"
+                )
+            )
         if header is not None and header.scenario_sha256 != loaded.sha256:
             emit(Notice(t=t_offset, level="warning", message=f"{loaded.path} changed since the run began"))
         if progress.next_turn > turns:
@@ -255,7 +311,14 @@ def run_scenario(
             )
         with ServerPool(log_dir=run_dir) as pool:
             cast = build_cast(
-                scenario, loaded.path.parent, models=models, pool=pool, seed=seed, clients=clients
+                scenario,
+                loaded.path.parent,
+                models=models,
+                pool=pool,
+                seed=seed,
+                clients=clients,
+                seats=(teachers, students),
+                memory=memory,
             )
             rubric = Rubric(Knowledge(loaded.knowledge_text), scenario.judge.threshold)
             director = Director(scenario, cast, rubric, emit, t_offset=t_offset)

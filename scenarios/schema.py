@@ -6,6 +6,10 @@
     teacher: {model: local/smollm2-135m, max_tokens: 120}
     student: {model: local/smollm2-135m, adapter: latest}
     judge: {threshold: 0.6}
+    # or several seats: a teacher panel and a classroom (each list excludes its single form)
+    teachers: [{name: ada}, {name: bo, model: openai/gpt-4o-mini}]
+    panel: {select: best}         # or consensus: the accepted answer the others agree with most
+    students: [{name: ana}, {name: ben, model: openai/gpt-4o-mini, learning: retrieval}]
     turns: 4
     quiz: [{question: ..., answer: ..., keywords: ['\\bKorrin\\b']}]
 
@@ -16,9 +20,17 @@ Every model forbids unknown fields and is strict about types (`turns: "4"` is an
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from teachback.agents.models import check_model_string
@@ -57,8 +69,26 @@ def _first_repeat(values: list[str]) -> tuple[int, int] | None:
     return None
 
 
+SEAT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
+RESERVED_NAMES = ("judge", "director")
+
+
+def _seat_name(name: str) -> str:
+    if not SEAT_NAME.fullmatch(name):
+        raise PydanticCustomError(
+            "name",
+            "a seat name is 1 to 40 letters, digits, '-', '_' or '.', starting with a letter or digit; "
+            "got '{name}'",
+            {"name": name},
+        )
+    if name.lower() in RESERVED_NAMES:
+        raise PydanticCustomError("name", "'{name}' is reserved; choose another name", {"name": name})
+    return name
+
+
 Text = Annotated[str, AfterValidator(_not_blank)]
 Regex = Annotated[str, AfterValidator(_compiles)]
+SeatName = Annotated[str, AfterValidator(_seat_name)]
 
 
 class _Strict(BaseModel):
@@ -90,6 +120,10 @@ class Role(_Strict):
     max_tokens: int = Field(default=160, ge=1, le=4096, description="longest reply in tokens, 1 to 4096")
     system_prompt: str | None = Field(default=None, description="replaces the built-in system prompt")
     persona: str | None = Field(default=None, description="a line of character added to the system prompt")
+    name: SeatName | None = Field(
+        default=None,
+        description="the seat's name in a panel or classroom (default teacher-1, student-1, ...)",
+    )
 
     @field_validator("model")
     @classmethod
@@ -100,14 +134,66 @@ class Role(_Strict):
         return value.strip()
 
 
+def _is_local(model: str) -> bool:
+    return model.strip().startswith(("local/", "local:"))
+
+
+class TeacherRole(Role):
+    """A teacher: any model; a local one may wear a LoRA adapter (a specialist from an earlier run)."""
+
+    adapter: Text | None = Field(
+        default=None, description="a GGUF LoRA adapter for a local teacher, relative to the scenario file"
+    )
+
+    @model_validator(mode="after")
+    def _adapter_needs_local(self) -> TeacherRole:
+        if self.adapter is not None and not _is_local(self.model):
+            raise PydanticCustomError(
+                "adapter", "an adapter needs a local model (local/... or local:...)", {"at": ["adapter"]}
+            )
+        return self
+
+
 class StudentRole(Role):
-    """The student: a small local model, optionally wearing a LoRA adapter from earlier runs."""
+    """A student: a small local model, optionally wearing a LoRA adapter from earlier runs.
+
+    `learning` is how it keeps what it is taught: `finetune` (a local GGUF, run in-process; its turns
+    train adapters) or `retrieval` (any model, a local one served like a teacher: before each reply it is
+    shown the accepted turns most relevant to the question, from its memory namespace). Default: finetune
+    for a local model, retrieval for any other.
+    """
 
     temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="sampling temperature, 0 to 2")
     max_tokens: int = Field(default=64, ge=1, le=4096, description="longest reply in tokens, 1 to 4096")
     adapter: Text | None = Field(
         default=None, description='a GGUF LoRA adapter, relative to the scenario file, or "latest"'
     )
+    learning: Literal["finetune", "retrieval"] | None = Field(
+        default=None, description="finetune (local models) or retrieval; default: by the model"
+    )
+    memory_namespace: Text | None = Field(
+        default=None, description="this student's memory namespace (default: <scenario namespace>-<name>)"
+    )
+
+    @model_validator(mode="after")
+    def _learning_fits_model(self) -> StudentRole:
+        if self.learning == "finetune" and not _is_local(self.model):
+            raise PydanticCustomError(
+                "learning",
+                "finetune needs a local GGUF student (local/... or local:...); a hosted model learns by "
+                "retrieval",
+                {"at": ["learning"]},
+            )
+        if self.adapter is not None and not _is_local(self.model):
+            raise PydanticCustomError(
+                "adapter", "an adapter needs a local model (local/... or local:...)", {"at": ["adapter"]}
+            )
+        return self
+
+    @property
+    def learns_by(self) -> str:
+        """`finetune` or `retrieval`: as set, else by where the model lives."""
+        return self.learning or ("finetune" if _is_local(self.model) else "retrieval")
 
 
 class JudgeRole(Role):
@@ -116,6 +202,16 @@ class JudgeRole(Role):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="sampling temperature, 0 to 2")
     max_tokens: int = Field(default=96, ge=1, le=4096, description="longest reply in tokens, 1 to 4096")
     threshold: float = Field(default=0.6, ge=0.0, le=1.0, description="acceptance threshold, 0 to 1")
+
+
+class Panel(_Strict):
+    """How a teacher panel's candidate answers become the accepted one."""
+
+    select: Literal["best", "consensus"] = Field(
+        default="best",
+        description="best: the highest-scoring accepted answer; consensus: the accepted answer that "
+        "shares the most words with the other accepted answers",
+    )
 
 
 class QuizItem(_Strict):
@@ -154,8 +250,19 @@ class Scenario(_Strict):
         default=None, description="reference text that grounds the teacher and judge"
     )
     objectives: list[Text] = Field(min_length=1, description="what the student should learn, one per item")
-    teacher: Role = Field(default_factory=Role, description="the teacher's model and settings")
+    teacher: TeacherRole = Field(default_factory=TeacherRole, description="the teacher's model and settings")
     student: StudentRole = Field(default_factory=StudentRole, description="the student's model and settings")
+    teachers: list[TeacherRole] | None = Field(
+        default=None,
+        min_length=1,
+        description="a teacher panel: every question goes to each (not with teacher)",
+    )
+    students: list[StudentRole] | None = Field(
+        default=None,
+        min_length=1,
+        description="a classroom: the students take turns asking (not with student)",
+    )
+    panel: Panel = Field(default_factory=Panel, description="how a teacher panel's answer is chosen")
     judge: JudgeRole = Field(default_factory=JudgeRole, description="the judge's model and settings")
     turns: int = Field(default=4, ge=1, description="the budget: number of dialogue turns, at least 1")
     answer_retries: int = Field(
@@ -185,6 +292,32 @@ class Scenario(_Strict):
                 "duplicate", "duplicate of objectives[{first}]", {"at": [repeat[0]], "first": repeat[1]}
             )
         return value
+
+    @field_validator("teachers", "students")
+    @classmethod
+    def _distinct_names(cls, value: list[Role] | None, info: ValidationInfo) -> list[Role] | None:
+        if value is None:
+            return value
+        role = info.field_name.rstrip("s")  # type: ignore[union-attr]
+        repeat = _first_repeat([seat.name or f"{role}-{i + 1}" for i, seat in enumerate(value)])
+        if repeat:
+            raise PydanticCustomError(
+                "duplicate",
+                "the same name as {field}[{first}]; every seat needs its own name",
+                {"at": [repeat[0], "name"], "first": repeat[1], "field": info.field_name},
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_form_per_seat(self) -> Scenario:
+        for single, several in (("teacher", "teachers"), ("student", "students")):
+            if single in self.model_fields_set and getattr(self, several) is not None:
+                raise PydanticCustomError(
+                    "exclusive",
+                    "give either `{single}:` (one) or `{several}:` (a list), not both",
+                    {"at": [several], "single": single, "several": several},
+                )
+        return self
 
     @field_validator("quiz")
     @classmethod

@@ -15,7 +15,8 @@ from teachback.errors import ScenarioError
 from teachback.scenarios.loader import bundled_scenarios, find_scenario, load_scenario
 from teachback.scenarios.schema import Scenario
 
-BUNDLED = ["invented-domain", "skill-procedure"]
+BUNDLED = ["invented-domain", "skill-procedure"]  # one teacher, one student, all SmolLM2
+SEATED = ["bidirectional", "classroom", "teacher-panel"]  # several seats or models: tests/test_<kind>.py
 
 
 def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
@@ -34,7 +35,7 @@ def problems_of(path: Path | str) -> list[str]:
 
 
 def test_bundled_scenarios_are_listed() -> None:
-    assert [p.stem for p in bundled_scenarios()] == BUNDLED
+    assert [p.stem for p in bundled_scenarios()] == sorted(BUNDLED + SEATED)
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -59,11 +60,12 @@ def test_bundled_scenario_loads_and_grounds_its_quiz(name: str) -> None:
         assert item.question.rstrip("?").lower() not in loaded.knowledge_text.lower()
 
 
-@pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.parametrize("name", BUNDLED + SEATED)
 def test_bundled_prompts_carry_no_facts(name: str) -> None:
     """The runtime injects the knowledge; no prompt may hold a quiz fact itself."""
     s = load_scenario(find_scenario(name)).scenario
-    prompts = [r.system_prompt or "" for r in (s.teacher, s.student, s.judge)] + [s.description]
+    roles = [s.teacher, s.student, s.judge, *(s.teachers or []), *(s.students or [])]
+    prompts = [r.system_prompt or "" for r in roles] + [s.description]
     for item in s.quiz:
         for keyword in item.keywords:
             assert not any(re.search(keyword, p, re.IGNORECASE) for p in prompts), keyword
@@ -253,6 +255,59 @@ CASES = [
         3,
         "duplicate key; first given on line 1",
     ),
+    (
+        "teacher-and-teachers",
+        OK + "teacher:\n  model: local/smollm2-135m\nteachers:\n  - {name: ada}\n",
+        "teachers",
+        5,
+        "give either `teacher:` (one) or `teachers:` (a list), not both",
+    ),
+    (
+        "student-and-students",
+        OK + "students:\n  - {name: ana}\nstudent: {max_tokens: 9}\n",
+        "students",
+        3,
+        "give either `student:` (one) or `students:` (a list), not both",
+    ),
+    (
+        "duplicate-teacher-name",
+        OK + "teachers:\n  - {name: ada}\n  - {name: bo}\n  - {name: Ada}\n",
+        "teachers[2].name",
+        6,
+        "the same name as teachers[0]",
+    ),
+    (
+        "name-clashes-with-default",
+        OK + "students:\n  - {model: local/smollm2-135m}\n  - {name: student-1}\n",
+        "students[1].name",
+        5,
+        "the same name as students[0]",
+    ),
+    ("bad-seat-name", OK + "teachers:\n  - name: a b\n", "teachers[0].name", 4, "a seat name is 1 to 40"),
+    ("reserved-seat-name", OK + "students:\n  - name: judge\n", "students[0].name", 4, "is reserved"),
+    ("empty-panel", OK + "teachers: []\n", "teachers", 3, "at least 1 item"),
+    (
+        "finetune-needs-local",
+        OK + "student:\n  model: openai/gpt-4o-mini\n  learning: finetune\n",
+        "student.learning",
+        5,
+        "finetune needs a local GGUF student",
+    ),
+    (
+        "learning-word",
+        OK + "student:\n  learning: osmosis\n",
+        "student.learning",
+        4,
+        "expected 'finetune' or",
+    ),
+    ("panel-select", OK + "panel:\n  select: vote\n", "panel.select", 4, "expected 'best' or 'consensus'"),
+    (
+        "teacher-adapter-hosted",
+        OK + "teacher:\n  model: openai/gpt-4o-mini\n  adapter: a.gguf\n",
+        "teacher.adapter",
+        5,
+        "an adapter needs a local model",
+    ),
     ("empty-file", "", "(file)", 1, "the file is empty"),
     ("comments-only", "# nothing here\n", "(file)", 1, "the file is empty"),
 ]
@@ -350,7 +405,7 @@ def test_find_scenario_unknown_lists_bundled() -> None:
         find_scenario("no-such-scenario")
     assert info.value.problems == [
         "no-such-scenario: no such scenario file or bundled scenario"
-        " (bundled: invented-domain, skill-procedure)"
+        " (bundled: bidirectional, classroom, invented-domain, skill-procedure, teacher-panel)"
     ]
 
 

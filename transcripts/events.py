@@ -51,13 +51,19 @@ class RunStarted(Event):
     started_at: str
     objectives: list[str] = field(default_factory=list)
     resumed_from_turn: int = 0
+    # every teacher and student seat: {"role", "name", "model"[, "adapter"]} and, for a student,
+    # {"namespace", "learning"}; empty in transcripts from before panels and classrooms
+    seats: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class TurnStarted(Event):
+    """A turn begins: `student` (its seat name; "" in old transcripts) asks about `objective`."""
+
     type: ClassVar[str] = "turn_started"
     turn: int
     objective: str
+    student: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,8 @@ class Verdict(Event):
     """The judge's verdict on a question, an answer or a teach-back.
 
     `components` shows each signal's contribution (for instance `{"llm": 0.8, "grounded": 0.4}`).
+    `name` is the seat whose message was judged: the student for a question or a teach-back, the
+    teacher for an answer (in a panel, one verdict per candidate); "" in old transcripts.
     """
 
     type: ClassVar[str] = "verdict"
@@ -103,6 +111,7 @@ class Verdict(Event):
     reason: str
     components: dict[str, float] = field(default_factory=dict)
     attempt: int = 1
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,8 @@ class TurnAccepted(Event):
     teachback: str = ""
     teachback_score: float = 0.0
     objective_covered: bool = False
+    student: str = ""  # the seat that asked ("" in old transcripts: the one student)
+    teacher: str = ""  # the seat whose answer was accepted
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,37 @@ class TurnRejected(Event):
     turn: int
     objective: str
     reason: str
+    student: str = ""
+
+
+@dataclass(frozen=True)
+class PanelDecision(Event):
+    """How a teacher panel's answer was chosen in one attempt.
+
+    `candidates` holds one entry per teacher: `{"name", "score", "accepted"}`, plus `"error"` for a
+    member that failed. `chosen` is the accepted candidate's name, "" when none was accepted.
+    """
+
+    type: ClassVar[str] = "panel_decision"
+    turn: int
+    select: str
+    chosen: str
+    candidates: list[dict[str, Any]]
+    reason: str = ""
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class MemoryRecalled(Event):
+    """A retrieval student was shown earlier accepted turns from its memory before replying."""
+
+    type: ClassVar[str] = "memory_recalled"
+    turn: int
+    name: str
+    kind: str
+    namespace: str
+    ids: list[str]
+    similarities: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -176,6 +218,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TurnAccepted,
         MemoryStored,
         TurnRejected,
+        PanelDecision,
+        MemoryRecalled,
         Notice,
         RunFinished,
     )

@@ -31,10 +31,13 @@ from rich.table import Table
 from rich.text import Text
 
 from teachback.transcripts.events import (
+    ANSWER,
     Event,
+    MemoryRecalled,
     MemoryStored,
     MessageDone,
     Notice,
+    PanelDecision,
     RunFinished,
     RunStarted,
     TokenDelta,
@@ -81,6 +84,8 @@ class RunStats:
         self.covered: set[str] = set()
         self.tokens = 0
         self.seconds = 0.0
+        self.teachers: dict[str, SeatStats] = {}  # a panel's members, by name
+        self.students: dict[str, int] = {}  # accepted turns per student
 
     def update(self, event: Event) -> None:
         turn = getattr(event, "turn", 0)
@@ -95,10 +100,24 @@ class RunStats:
             self.accepted += 1
             if event.objective_covered:
                 self.covered.add(event.objective)
+            self.students[event.student] = self.students.get(event.student, 0) + 1
+        elif isinstance(event, Verdict) and event.kind == ANSWER:
+            self.teachers.setdefault(event.name, SeatStats()).judged(event)
+        elif isinstance(event, PanelDecision):
+            for candidate in event.candidates:
+                member = self.teachers.setdefault(str(candidate.get("name", "")), SeatStats())
+                member.failed += 1 if candidate.get("error") else 0
+            if event.chosen:
+                self.teachers.setdefault(event.chosen, SeatStats()).chosen += 1
         elif isinstance(event, TurnRejected):
             self.rejected += 1
         elif isinstance(event, RunFinished):
             self.covered.update(event.objectives_covered)
+
+    def seats(self, role: str) -> list[str]:
+        """The names of the header's seats of `role` (none in transcripts from before panels)."""
+        seats = self.header.seats if self.header else []
+        return [str(s.get("name", "")) for s in seats if isinstance(s, dict) and s.get("role") == role]
 
     @property
     def budget(self) -> int | None:
@@ -131,6 +150,33 @@ class RunStats:
         return Text(" · ".join(parts), style="dim")
 
 
+class SeatStats:
+    """One teacher's record in a panel: answers judged, accepted, their scores, chosen, failed."""
+
+    def __init__(self) -> None:
+        self.answers = 0
+        self.accepted = 0
+        self.score_sum = 0.0
+        self.chosen = 0
+        self.failed = 0
+
+    def judged(self, verdict: Verdict) -> None:
+        self.answers += 1
+        self.accepted += 1 if verdict.accepted else 0
+        self.score_sum += verdict.score
+
+    def line(self) -> str:
+        """`accepted 3/4 (75%) · mean score 0.71 · chosen 2 · failed 1`"""
+        rate = self.accepted / self.answers if self.answers else None
+        mean = self.score_sum / self.answers if self.answers else None
+        parts = [f"accepted {self.accepted}/{self.answers} ({_percent(rate)})"]
+        parts.append("mean score –" if mean is None else f"mean score {mean:.2f}")
+        parts.append(f"chosen {self.chosen}")
+        if self.failed:
+            parts.append(f"failed {self.failed}")
+        return " · ".join(parts)
+
+
 def _percent(x: float | None) -> str:
     return "–" if x is None else f"{x:.0%}"
 
@@ -147,6 +193,11 @@ def speaker(role: str, name: str) -> str:
     return role if name in ("", role) else f"{role} {name}"
 
 
+def _named(name: str) -> bool:
+    """Whether a seat name says more than its role (panels and classrooms name their seats)."""
+    return name not in ("", "teacher", "student")
+
+
 def message_line(role: str, name: str, kind: str, text: str, attempt: int = 1) -> Text:
     """`student (question): What is ...`; later lines of the message are indented."""
     what = kind if attempt <= 1 else f"{kind}, attempt {attempt}"
@@ -157,6 +208,8 @@ def message_line(role: str, name: str, kind: str, text: str, attempt: int = 1) -
 def verdict_line(verdict: Verdict) -> Text:
     """`judge: answer ACCEPT 0.82 — reason [llm 0.80 · grounded 0.40]`"""
     what = verdict.kind if verdict.attempt <= 1 else f"{verdict.kind} (attempt {verdict.attempt})"
+    if _named(verdict.name):
+        what += f" by {verdict.name}"
     word, style = ("ACCEPT", "bold green") if verdict.accepted else ("REJECT", "bold red")
     line = Text.assemble(
         Text("judge", style=f"bold {ROLE_STYLES['judge']}"),
@@ -175,7 +228,8 @@ def verdict_line(verdict: Verdict) -> Text:
 def outcome_line(outcome: TurnAccepted | TurnRejected) -> Text:
     """`accepted (score 0.82, objective covered)` or `rejected: reason`"""
     if isinstance(outcome, TurnAccepted):
-        extra = ", objective covered" if outcome.objective_covered else ""
+        extra = f", teacher {outcome.teacher}" if _named(outcome.teacher) else ""
+        extra += ", objective covered" if outcome.objective_covered else ""
         return Text.assemble(("accepted", "bold green"), f" (score {outcome.score:.2f}{extra})")
     reason = f": {outcome.reason}" if outcome.reason else ""
     return Text.assemble(("rejected", "bold red"), reason)
@@ -194,6 +248,38 @@ def memory_line(stored: MemoryStored) -> Text:
     return Text(f"memory: stored {stored.id[:12]} in {stored.namespace}", style="dim")
 
 
+def panel_line(decision: PanelDecision) -> Text:
+    """`panel: ada chosen — best: score 0.82 of 2 accepted [ada 0.82 ✓ · bo 0.41 ✗ · cy failed]`"""
+    what = "panel" if decision.attempt <= 1 else f"panel (attempt {decision.attempt})"
+    line = Text(f"{what}: ", style="bold")
+    if decision.chosen:
+        line.append(f"{decision.chosen} chosen", style="bold green")
+    else:
+        line.append("none chosen", style="bold red")
+    if decision.reason:
+        line.append(f" — {decision.reason}")
+    parts = []
+    for c in decision.candidates:
+        if c.get("error"):
+            parts.append(f"{c.get('name', '?')} failed: {str(c['error'])[:60]}")
+        else:
+            mark = "✓" if c.get("accepted") else "✗"
+            parts.append(f"{c.get('name', '?')} {float(c.get('score', 0.0)):.2f} {mark}")
+    if parts:
+        line.append(f" [{' · '.join(parts)}]", style="dim")
+    return line
+
+
+def recall_line(recalled: MemoryRecalled) -> Text:
+    """`memory: student ana recalled 2 turns from vellmar-ana for its question (0.81, 0.62)`"""
+    n = len(recalled.ids)
+    sims = ", ".join(f"{x:.2f}" for x in recalled.similarities)
+    where = f" from {recalled.namespace}" if recalled.namespace else ""
+    text = f"memory: {speaker('student', recalled.name)} recalled {n} turn{'s' if n != 1 else ''}{where}"
+    text += f" for its {recalled.kind}" + (f" ({sims})" if sims else "")
+    return Text(text, style="dim")
+
+
 def notice_line(notice: Notice) -> Text:
     return Text(f"{notice.level}: {notice.message}", style=LEVEL_STYLES.get(notice.level, ""))
 
@@ -202,7 +288,16 @@ def header_line(header: RunStarted) -> Text:
     """`run 20250101-abc · scenario zorn · student local/smollm2-135m · ... · 4 turns · threshold 0.7`"""
     start = f"resumed run {header.run_id} from turn {header.resumed_from_turn}"
     parts = [start if header.resumed_from_turn else f"run {header.run_id}", f"scenario {header.scenario}"]
-    parts += [f"{role} {model}" for role, model in header.models.items()]
+    named = [s for s in header.seats if isinstance(s, dict) and _named(str(s.get("name", "")))]
+    if named:
+        parts += [f"{s.get('role')} {s.get('name')} {s.get('model')}" for s in named]
+        parts += [
+            f"{role} {model}"
+            for role, model in header.models.items()
+            if role not in {s.get("role") for s in named}
+        ]
+    else:
+        parts += [f"{role} {model}" for role, model in header.models.items()]
     options = header.options if isinstance(header.options, dict) else {}
     if "turns" in options:
         parts.append(f"{options['turns']} turns")
@@ -227,9 +322,21 @@ def summary_table(finished: RunFinished, stats: RunStats) -> Table:
     table.add_row("acceptance rate", _percent(finished.acceptance_rate))
     table.add_row("objectives covered", f"{covered}{total}")
     table.add_row("tokens/s", _rate(stats.tokens_per_second))
+    teachers = stats.seats("teacher")
+    if len(teachers) > 1:
+        for name in teachers:
+            table.add_row(f"teacher {name}", stats.teachers.get(name, SeatStats()).line())
+    students = stats.seats("student")
+    if len(students) > 1:
+        for name in students:
+            table.add_row(f"student {name}", f"accepted turns {stats.students.get(name, 0)}")
     if finished.reason:
         table.add_row("reason", finished.reason)
     return table
+
+
+def _asked_by(started: TurnStarted) -> str:
+    return f" (asked by {started.student})" if _named(started.student) else ""
 
 
 def _with_turn(turn: Any, line: Text) -> Text:
@@ -259,7 +366,7 @@ class PlainRenderer:
         if isinstance(event, RunStarted):
             return header_line(event)
         if isinstance(event, TurnStarted):
-            return Text(f"objective: {event.objective}", style="bold")
+            return Text(f"objective: {event.objective}" + _asked_by(event), style="bold")
         if isinstance(event, MessageDone):
             return message_line(event.role, event.name, event.kind, event.text, event.attempt)
         if isinstance(event, Verdict):
@@ -270,6 +377,10 @@ class PlainRenderer:
             return notice_line(event)
         if isinstance(event, MemoryStored):
             return memory_line(event)
+        if isinstance(event, PanelDecision):
+            return panel_line(event)
+        if isinstance(event, MemoryRecalled):
+            return recall_line(event)
         return None  # token deltas: the completed message follows
 
     def close(self) -> None:
@@ -290,6 +401,7 @@ class _Message:
     attempt: int = 1
     done: bool = False
     verdict: Verdict | None = None
+    judged_as: Verdict | None = None  # a panel candidate's verdict, shown in its own live panel
 
     def lines(self) -> list[Text]:
         out = []
@@ -305,10 +417,11 @@ class _Message:
         body = Text(_tail(self.text))
         if not self.done and self.verdict is None:
             body.append("▌", style="dim")
-        if self.verdict is not None:
-            if body:
-                body.append("\n")
-            body.append_text(verdict_line(self.verdict))
+        for verdict in (self.verdict, self.judged_as):
+            if verdict is not None:
+                if body:
+                    body.append("\n")
+                body.append_text(verdict_line(verdict))
         what = self.kind if self.attempt <= 1 else f"{self.kind} · attempt {self.attempt}"
         title = " · ".join(p for p in (self.role, "" if self.name == self.role else self.name, what) if p)
         style = ROLE_STYLES.get(self.role, "white")
@@ -319,8 +432,15 @@ class _Message:
 class _Turn:
     number: int
     objective: str = ""
+    student: str = ""
     messages: list[_Message] = field(default_factory=list)
     outcome: TurnAccepted | TurnRejected | None = None
+    decisions: list[tuple[int, PanelDecision]] = field(default_factory=list)  # (after message n, decision)
+
+    @property
+    def title(self) -> str:
+        asked = f" · asked by {self.student}" if _named(self.student) else ""
+        return f"turn {self.number}" + (f" · {self.objective}" if self.objective else "") + asked
 
     def message(self, role: str, name: str, kind: str) -> _Message:
         """The speaker's message still streaming, or a new one."""
@@ -340,9 +460,22 @@ class _Turn:
         self.messages.append(m)
         return m
 
+    def candidate(self, verdict: Verdict) -> _Message | None:
+        """The panel candidate (a named teacher's answer) this verdict is about, if any."""
+        if verdict.kind != ANSWER or not _named(verdict.name):
+            return None
+        for m in reversed(self.messages):
+            if (m.role, m.name, m.kind) == ("teacher", verdict.name, ANSWER):
+                return m
+        return None
+
     def panel(self) -> Panel:
         """The compact record printed above the live area once the turn is over."""
-        lines = [line for m in self.messages for line in m.lines()]
+        lines: list[Text] = []
+        for i, m in enumerate(self.messages):
+            lines.extend(m.lines())
+            lines.extend(panel_line(d) for n, d in self.decisions if n == i + 1)
+        lines.extend(panel_line(d) for n, d in self.decisions if n > len(self.messages) or n == 0)
         if self.outcome is not None:
             lines.append(outcome_line(self.outcome))
         style = "dim"
@@ -350,8 +483,7 @@ class _Turn:
             style = "green"
         elif isinstance(self.outcome, TurnRejected):
             style = "red"
-        title = f"turn {self.number}" + (f" · {self.objective}" if self.objective else "")
-        return Panel(Group(*lines), title=title, title_align="left", border_style=style, box=box.ROUNDED)
+        return Panel(Group(*lines), title=self.title, title_align="left", border_style=style, box=box.ROUNDED)
 
     def speakers(self) -> list[_Message]:
         """The latest message of each speaker, students first, then teachers, then judges."""
@@ -427,7 +559,7 @@ class LiveRenderer:
             return [*self._finish_turn(), header_line(event)]
         if isinstance(event, TurnStarted):
             printed = self._finish_turn()
-            self._turn = _Turn(event.turn, event.objective)
+            self._turn = _Turn(event.turn, event.objective, event.student)
             return printed
         if isinstance(event, (TokenDelta, MessageDone)):
             printed, turn = self._turn_for(event.turn)
@@ -440,6 +572,13 @@ class LiveRenderer:
         if isinstance(event, Verdict):
             printed, turn = self._turn_for(event.turn)
             turn.judged(event).verdict = event
+            candidate = turn.candidate(event)
+            if candidate is not None:
+                candidate.judged_as = event
+            return printed
+        if isinstance(event, PanelDecision):
+            printed, turn = self._turn_for(event.turn)
+            turn.decisions.append((len(turn.messages), event))
             return printed
         if isinstance(event, (TurnAccepted, TurnRejected)):
             printed, turn = self._turn_for(event.turn)
@@ -451,6 +590,8 @@ class LiveRenderer:
             return [_with_turn(event.turn, notice_line(event))]
         if isinstance(event, MemoryStored):
             return [_with_turn(event.turn, memory_line(event))]
+        if isinstance(event, MemoryRecalled):
+            return [_with_turn(event.turn, recall_line(event))]
         if isinstance(event, RunFinished):
             return [*self._finish_turn(), summary_table(event, self.stats)]
         return []
@@ -475,8 +616,7 @@ class LiveRenderer:
             parts: list[RenderableType] = []
             turn = self._turn
             if turn is not None:
-                title = f"turn {turn.number}" + (f" · {turn.objective}" if turn.objective else "")
-                parts.append(Text(title, style="bold"))
+                parts.append(Text(turn.title, style="bold"))
                 parts.extend(m.panel() for m in turn.speakers())
             parts.append(self.stats.progress())
             return Group(*parts)

@@ -15,7 +15,15 @@ import time
 from collections.abc import Callable
 
 from teachback.errors import TeachbackError, TranscriptError
-from teachback.transcripts.events import Event, MessageDone, RunStarted, TokenDelta, Verdict
+from teachback.transcripts.events import (
+    Event,
+    MemoryRecalled,
+    MessageDone,
+    PanelDecision,
+    RunStarted,
+    TokenDelta,
+    Verdict,
+)
 from teachback.transcripts.reader import read_transcript
 from teachback.transcripts.render import Renderer
 
@@ -35,7 +43,8 @@ def replay(
     """Feed the transcript's events to `renderer`; returns how many it was shown.
 
     Headers are always shown. Events of turns before `from_turn` are skipped; with `roles`, only those
-    speakers' messages and tokens are shown (verdicts count as the judge's). The caller closes the renderer.
+    speakers' messages and tokens are shown (verdicts and panel decisions count as the judge's, recalled
+    memories as the student's). The caller closes the renderer.
     """
     if speed <= 0:
         raise TeachbackError(f"replay speed must be greater than 0, not {speed}")
@@ -72,6 +81,8 @@ def _shows(event: Event, from_turn: int, roles: set[str] | None) -> bool:
     if roles is not None:
         if isinstance(event, (TokenDelta, MessageDone)):
             return event.role in roles
-        if isinstance(event, Verdict):
+        if isinstance(event, (Verdict, PanelDecision)):
             return "judge" in roles
+        if isinstance(event, MemoryRecalled):
+            return "student" in roles
     return True

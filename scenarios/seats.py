@@ -1,0 +1,107 @@
+"""Who sits at the table: every teacher and student seat of a scenario, named, with its own settings.
+
+A scenario seats one `teacher:` or a panel of `teachers:`, and one `student:` or a classroom of
+`students:`. Either way the run sees lists of seats:
+
+    teacher_seats(scenario)             ->  [Seat("teacher", "teacher", TeacherRole(...))]
+    student_seats(scenario, "vellmar")  ->  [StudentSeat("student", "student", ..., namespace="vellmar")]
+
+    # students: [{name: ana}, {model: openai/gpt-4o-mini}]
+    [(s.name, s.namespace, s.learning) for s in student_seats(scenario, "vellmar")]
+        ->  [("ana", "vellmar-ana", "finetune"), ("student-2", "vellmar-student-2", "retrieval")]
+
+A single seat is named by its role (`teacher`, `student`) unless it says otherwise, and a single student
+keeps the scenario's namespace, so existing scenarios, transcripts and memories read as before. A listed
+seat without a name is `teacher-1`, `student-2`, ... by position; a classroom student stores its turns in
+`<namespace>-<name>` unless its `memory_namespace` says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+TEACHER = "teacher"
+STUDENT = "student"
+
+
+@dataclass(frozen=True)
+class Seat:
+    """One teacher or student: its role, its name in events, and its settings from the scenario."""
+
+    role: str
+    name: str
+    settings: Any  # schema.TeacherRole or schema.StudentRole
+
+    @property
+    def model(self) -> str:
+        return str(self.settings.model)
+
+    @property
+    def adapter(self) -> str | None:
+        return getattr(self.settings, "adapter", None)
+
+    @property
+    def agent_name(self) -> str:
+        """The name autogen accepts (an identifier): `teacher-1` -> `teacher_1`."""
+        name = "".join(c if c.isalnum() or c == "_" else "_" for c in self.name)
+        return name if name.isidentifier() else f"{self.role}_{name}"
+
+    def with_model(self, model: str) -> Seat:
+        return replace(self, settings=self.settings.model_copy(update={"model": model}))
+
+    def with_adapter(self, adapter: str | None) -> Seat:
+        return replace(self, settings=self.settings.model_copy(update={"adapter": adapter}))
+
+
+@dataclass(frozen=True)
+class StudentSeat(Seat):
+    """A student, with where its accepted turns go and how it learns from them.
+
+    `learning` is `finetune` (a local GGUF run in-process; fine-tune it on `namespace`) or `retrieval`
+    (it is shown the turns of `namespace` most relevant to each question; see memory/retrieval.py).
+    """
+
+    namespace: str = ""
+
+    @property
+    def learning(self) -> str:
+        return str(self.settings.learns_by)
+
+    @property
+    def fine_tunable(self) -> bool:
+        return self.learning == "finetune"
+
+
+def teacher_seats(scenario: Any) -> list[Seat]:
+    """The scenario's teachers: its panel, or its one teacher."""
+    if scenario.teachers is None:
+        return [Seat(TEACHER, scenario.teacher.name or TEACHER, scenario.teacher)]
+    return [Seat(TEACHER, t.name or f"{TEACHER}-{i}", t) for i, t in enumerate(scenario.teachers, 1)]
+
+
+def student_seats(scenario: Any, namespace: str | None = None) -> list[StudentSeat]:
+    """The scenario's students with their memory namespaces (`namespace`: the scenario's, by default)."""
+    base = namespace or scenario.memory.namespace or scenario.name
+    if scenario.students is None:
+        own = scenario.student.memory_namespace or base
+        return [StudentSeat(STUDENT, scenario.student.name or STUDENT, scenario.student, namespace=own)]
+    seats = []
+    for i, settings in enumerate(scenario.students, 1):
+        name = settings.name or f"{STUDENT}-{i}"
+        seats.append(
+            StudentSeat(STUDENT, name, settings, namespace=settings.memory_namespace or f"{base}-{name}")
+        )
+    return seats
+
+
+def seat_record(seat: Seat) -> dict[str, Any]:
+    """What the transcript header says about a seat (RunStarted.seats): enough to quiz or train it later."""
+    record: dict[str, Any] = {"role": seat.role, "name": seat.name, "model": seat.model}
+    record["temperature"], record["max_tokens"] = seat.settings.temperature, seat.settings.max_tokens
+    if seat.adapter:
+        record["adapter"] = seat.adapter
+    if isinstance(seat, StudentSeat):
+        record["namespace"] = seat.namespace
+        record["learning"] = seat.learning
+    return record

@@ -215,7 +215,7 @@ class Director:
         question, answer, student = progress.lessons[-1]
         if (student or self.cast.students[0].name) == seat.name:
             return ""
-        return prompts.render("student_classmate", name=student, question=question, answer=answer)
+        return prompts.render("student_classmate", classmate=student, question=question, answer=answer)
 
     async def _ask(self, turn: int, seat: Seated, objective: str, mistake: str, classmate: str) -> str:
         from autogen_agentchat.messages import TextMessage

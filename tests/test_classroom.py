@@ -1,0 +1,185 @@
+"""A classroom: students take turns asking, follow up on each other, and keep separate memories."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from teachback.agents.scripted import ScriptedChatClient
+from teachback.errors import ModelCallError, TeachbackError
+from teachback.memory.store import MemoryStore
+from teachback.scenarios.loader import find_scenario, load_scenario
+from teachback.scenarios.run import RunRequest, run_scenario, transcript_path
+from teachback.scenarios.seats import student_seats
+from teachback.transcripts.events import MemoryStored, RunStarted, TurnAccepted, TurnStarted
+from teachback.transcripts.reader import read_transcript
+from tests.conftest import verdict
+
+CAPITAL = "Korrin is the capital of Vellmar. Vellmar was founded in 1487 by Queen Almeth."
+CURRENCY = "The currency of Vellmar is the drell. One drell is divided into one hundred pennets."
+FOUNDING = "Vellmar was founded in 1487 by Queen Almeth, who united the clans."
+STUDENTS = [{"name": "ana"}, {"name": "ben", "temperature": 0.9}]
+
+
+def run(path: Path, tmp_path: Path, clients: dict, out: str = "run", **request: object) -> list:
+    req = RunRequest(
+        scenario=str(path), out=tmp_path / out, plain=True, memory_dir=tmp_path / "mem", **request
+    )  # type: ignore[arg-type]
+    console = Console(record=True, width=160, file=io.StringIO())
+    run_scenario(req, console, clients=clients)
+    return read_transcript(transcript_path(tmp_path / out))
+
+
+def classroom(ana: list, ben: list, teacher: list) -> dict:
+    return {
+        "ana": ScriptedChatClient(ana, role="student"),
+        "ben": ScriptedChatClient(ben, role="student"),
+        "teacher": ScriptedChatClient(teacher, role="teacher"),
+        "judge": ScriptedChatClient([verdict(9)] * len(teacher), role="judge"),
+    }
+
+
+def three_turns() -> dict:
+    return classroom(
+        ana=[
+            "What is the capital of Vellmar?",
+            "Korrin is the capital, founded in 1487 by Almeth.",
+            "When was Vellmar founded?",
+            "Vellmar was founded in 1487 by Almeth.",
+        ],
+        ben=["What is the currency of Vellmar?", "The drell, with one hundred pennets."],
+        teacher=[CAPITAL, CURRENCY, FOUNDING],
+    )
+
+
+def test_students_take_turns_and_follow_up_on_each_other(scenario_file, tmp_path) -> None:
+    clients = three_turns()
+    events = run(scenario_file(turns=3, students=STUDENTS), tmp_path, clients)
+    assert [e.student for e in events if isinstance(e, TurnStarted)] == ["ana", "ben", "ana"]
+    accepted = [e for e in events if isinstance(e, TurnAccepted)]
+    assert [(a.turn, a.student) for a in accepted] == [(1, "ana"), (2, "ben"), (3, "ana")]
+    # ben heard what ana asked and was taught; ana then heard ben's exchange
+    ben_ask = clients["ben"].calls[0].messages[-1].content
+    assert "Your classmate ana asked: What is the capital of Vellmar?" in ben_ask and CAPITAL in ben_ask
+    ana_first, ana_again = clients["ana"].calls[0].messages[-1].content, clients["ana"].calls[2].messages[-1]
+    assert "classmate" not in ana_first
+    assert "Your classmate ben asked: What is the currency of Vellmar?" in ana_again.content
+    # the one who asked restates: ben's teach-back went to ben
+    assert len(clients["ben"].calls) == 2 and "The teacher answered: " + CURRENCY in str(
+        clients["ben"].calls[1].messages[-1].content
+    )
+    finished = events[-1]
+    assert finished.status == "completed" and finished.accepted == 3
+
+
+def test_each_student_has_its_own_namespace(scenario_file, tmp_path) -> None:
+    events = run(scenario_file(turns=3, students=STUDENTS), tmp_path, three_turns())
+    header = events[0]
+    assert isinstance(header, RunStarted)
+    seats = {s["name"]: s for s in header.seats if s["role"] == "student"}
+    assert seats["ana"]["namespace"] == "vellmar-test-ana" and seats["ben"]["namespace"] == "vellmar-test-ben"
+    assert seats["ana"]["learning"] == "finetune" and seats["ben"]["temperature"] == 0.9
+    stored = {e.turn: e.namespace for e in events if isinstance(e, MemoryStored)}
+    assert stored == {1: "vellmar-test-ana", 2: "vellmar-test-ben", 3: "vellmar-test-ana"}
+    store = MemoryStore.open(path=tmp_path / "mem", create=False)
+    ana = store.list("vellmar-test-ana")
+    ben = store.list("vellmar-test-ben")
+    assert sorted(t.turn for t in ana) == [1, 3] and [t.turn for t in ben] == [2]
+    assert ben[0].question == "What is the currency of Vellmar?"
+    assert ben[0].metadata["student_model"] == "local/smollm2-135m"
+
+
+def test_a_seat_may_name_its_own_namespace(scenario_file, tmp_path) -> None:
+    students = [{"name": "ana", "memory_namespace": "ana-notes"}, {"name": "ben"}]
+    clients = classroom(["What is the capital of Vellmar?", "Korrin, founded 1487 by Almeth."], [], [CAPITAL])
+    events = run(scenario_file(turns=1, students=students), tmp_path, clients)
+    assert [e.namespace for e in events if isinstance(e, MemoryStored)] == ["ana-notes"]
+
+
+def test_seats_api_for_quizzes_and_fine_tuning(tmp_path) -> None:
+    scenario = load_scenario(find_scenario("classroom")).scenario
+    seats = student_seats(scenario)
+    assert [(s.name, s.namespace, s.learning, s.fine_tunable) for s in seats] == [
+        ("ana", "classroom-ana", "finetune", True),
+        ("ben", "classroom-ben", "finetune", True),
+    ]
+    assert all(s.model == "local/smollm2-135m" and s.adapter is None for s in seats)
+    assert [s.namespace for s in student_seats(scenario, "shared")] == ["shared-ana", "shared-ben"]
+
+
+def test_resume_gives_each_student_its_own_lessons(scenario_file, tmp_path) -> None:
+    path = scenario_file(turns=3, students=STUDENTS)
+    first = classroom(
+        ["What is the capital of Vellmar?", "Korrin is the capital, founded in 1487 by Almeth."],
+        ["What is the currency of Vellmar?", "The drell, with one hundred pennets."],
+        [CAPITAL, CURRENCY, ModelCallError("teacher down")],
+    )
+    first["ana"].replies += ["When was Vellmar founded?"]
+    with pytest.raises(ModelCallError):
+        run(path, tmp_path, first)
+    second = classroom(["When was Vellmar founded?", "Founded in 1487 by Almeth."], [], [FOUNDING])
+    req = RunRequest(scenario=None, resume=tmp_path / "run", plain=True, memory_dir=tmp_path / "mem")
+    run_scenario(req, Console(record=True, width=120, file=io.StringIO()), clients=second)
+    messages = [str(m.content) for m in second["ana"].calls[0].messages]
+    assert any(CAPITAL in m for m in messages) and not any(
+        CURRENCY in m and "classmate" not in m for m in messages
+    )
+    events = read_transcript(transcript_path(tmp_path / "run"))
+    assert [(e.turn, e.student) for e in events if isinstance(e, TurnAccepted)] == [
+        (1, "ana"),
+        (2, "ben"),
+        (3, "ana"),
+    ]
+
+
+def test_one_adapter_option_for_several_students_is_an_error(scenario_file, tmp_path) -> None:
+    adapter = tmp_path / "a.gguf"
+    adapter.write_bytes(b"x")
+    with pytest.raises(TeachbackError, match="several"):
+        run(scenario_file(turns=1, students=STUDENTS), tmp_path, three_turns(), adapter=adapter)
+
+
+def test_summary_counts_each_students_accepted_turns(scenario_file, tmp_path) -> None:
+    run(scenario_file(turns=3, students=STUDENTS), tmp_path, three_turns())
+    from teachback.transcripts.render import PlainRenderer
+    from teachback.transcripts.replay import replay
+
+    out = Console(record=True, width=160, file=io.StringIO())
+    replay(transcript_path(tmp_path / "run"), PlainRenderer(out), instant=True)
+    text = out.export_text()
+    assert "[turn 2] objective: the currency of Vellmar (asked by ben)" in text
+    assert "judge: question by ben ACCEPT" in text
+    summary = text.split("run summary")[1]
+    assert "student ana" in summary and "accepted turns 2" in summary and "accepted turns 1" in summary
+
+
+@pytest.mark.real
+def test_bundled_classroom_runs_both_students(tmp_path: Path) -> None:
+    out, memory = tmp_path / "run", tmp_path / "mem"
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "teachback.cli", "run", "classroom", "--turns", "2", "--plain"]
+        + ["--out", str(out), "--memory-dir", str(memory)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    events = read_transcript(out / "transcript.jsonl")
+    assert [e.student for e in events if isinstance(e, TurnStarted)] == ["ana", "ben"]
+    stored = {e.namespace for e in events if isinstance(e, MemoryStored)}
+    assert stored <= {"classroom-ana", "classroom-ben"}
+    accepted = [e for e in events if isinstance(e, TurnAccepted)]
+    if accepted:
+        store = MemoryStore.open(path=memory, create=False)
+        for turn in accepted:
+            namespace = f"classroom-{turn.student}"
+            assert turn.question in [t.question for t in store.list(namespace)]
+    print(f"classroom, 2 turns: {time.monotonic() - started:.0f} s")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,7 +249,7 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
         console, ref.local_path, pairs, out, config, namespace, turns, ref.spec, curve, val_curve
     )
     before, after = result.val_loss_before, result.val_loss_after
-    if before is not None and after is not None:
+    if before is not None and after is not None and math.isfinite(before) and math.isfinite(after):
         console.print(f"held-out answer loss: {before:.3f} -> {after:.3f}")
     console.print(
         f"train loss per epoch: {' '.join(f'{x:.3f}' for x in result.train_loss)} · "
@@ -317,8 +318,6 @@ def _write_record(
 
 def _finite(value: Any) -> Any:
     """NaN and infinities as null, so the record is strict JSON (browsers and jq reject NaN)."""
-    import math
-
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
@@ -361,7 +360,7 @@ def _train_with_progress(
                 bar.update(
                     task, total=p.steps, completed=p.step, epoch=p.epoch, loss=p.loss, tps=p.tokens_per_s
                 )
-            elif p.phase == "val":
+            elif p.phase == "val" and math.isfinite(p.loss):  # NaN: nothing held out
                 val_curve.append([len(curve), p.loss])
                 bar.console.print(f"  held-out answer loss: {p.loss:.3f}")
 

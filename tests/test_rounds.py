@@ -1,0 +1,80 @@
+"""`teachback run --rounds N`: dialogue, fine-tune and quiz, round after round, each on the last adapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from teachback.agents.scripted import ScriptedChatClient
+from teachback.cli import main
+from teachback.errors import TeachbackError
+from teachback.memory.adapters import list_adapters
+from teachback.memory.finetune import TrainConfig
+from teachback.scenarios.rounds import run_rounds
+from teachback.scenarios.run import RunRequest
+from teachback.transcripts.events import RunStarted
+from teachback.transcripts.reader import read_transcript
+from tests.conftest import verdict
+
+# Each round learns different turns (the memory keeps one copy of a turn it has seen before).
+ROUNDS = {
+    1: [
+        ("What is the capital of Vellmar?", "Korrin is the capital of Vellmar, on the northern coast."),
+        ("What is the currency of Vellmar?", "The currency of Vellmar is the drell."),
+    ],
+    2: [
+        ("Who founded Vellmar?", "Queen Almeth founded Vellmar in 1487 by uniting the five fishing clans."),
+        ("How is a drell divided?", "One drell is divided into one hundred pennets."),
+    ],
+}
+
+
+def scripted(round_: int) -> dict[str, ScriptedChatClient]:
+    turns = ROUNDS[round_]
+    student = [line for q, a in turns for line in (q, "I learned: " + a)]
+    return {
+        "student": ScriptedChatClient(student),
+        "teacher": ScriptedChatClient([a for _q, a in turns]),
+        "judge": ScriptedChatClient([verdict(9)] * len(turns)),
+    }
+
+
+def test_rounds_refuse_resume_and_no_memory(scenario_file, tmp_path: Path) -> None:
+    with pytest.raises(TeachbackError, match="--rounds starts new rounds"):
+        run_rounds(RunRequest(resume=tmp_path), 2, Console())
+    with pytest.raises(TeachbackError, match="drop --no-memory"):
+        run_rounds(RunRequest(scenario=str(scenario_file()), no_memory=True), 2, Console())
+    with pytest.raises(SystemExit) as stop:
+        main(["run", str(scenario_file()), "--rounds", "0"])
+    assert stop.value.code == 2
+
+
+@pytest.mark.real
+def test_two_rounds_train_on_all_rounds_and_carry_the_adapter(scenario_file, tmp_path: Path) -> None:
+    request = RunRequest(
+        scenario=str(scenario_file(turns=2)), out=tmp_path / "rounds", plain=True, memory_dir=tmp_path / "mem"
+    )
+    config = TrainConfig(epochs=2, learning_rate=2e-3, val_split=0.0)
+    outcomes = run_rounds(request, 2, Console(width=120), config=config, clients=scripted)
+
+    assert [o.run_dir for o in outcomes] == [tmp_path / "rounds" / "round-1", tmp_path / "rounds" / "round-2"]
+    first, second = outcomes
+    header = read_transcript(second.run_dir / "transcript.jsonl")[0]
+    assert isinstance(header, RunStarted)
+    assert header.options["adapter"] == str(first.adapter.resolve())  # round 2 wore round 1's adapter
+    assert [a.path.resolve() for a in list_adapters()] == [first.adapter.resolve(), second.adapter.resolve()]
+    # round 2 trained on both rounds' turns
+    assert json.loads((first.run_dir / "finetune.json").read_text())["n_train"] == 2
+    assert json.loads((second.run_dir / "finetune.json").read_text())["n_train"] == 4
+    for o in outcomes:
+        for label in ("before", "after"):
+            quiz = json.loads((o.run_dir / f"quiz-{label}.json").read_text())
+            assert quiz["totals"]["n"] == 1 and quiz["items"][0]["answer"]
+    # round 2 started as round 1 ended: the same quiz result, not a second measurement
+    assert (
+        json.loads((second.run_dir / "quiz-before.json").read_text())["items"]
+        == json.loads((first.run_dir / "quiz-after.json").read_text())["items"]
+    )

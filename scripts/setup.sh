@@ -47,4 +47,14 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   "$PY" -m pip install -q "$(wheel)" -e ".[dev]" >&2
   echo "$WANT" > "$STAMP"
 fi
+# Chromium renders the run report in a test (tests/test_report.py): install it when missing, if we can.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium with apt-get (headless browser for the report test)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+      >/dev/null 2>&1 || say "could not install chromium; the browser test will fail until it is installed"
+  else
+    say "chromium not found: install it (apt-get install chromium) for the report's browser test"
+  fi
+fi
 say "ready: $VENV/bin/teachback"

@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     run.add_argument("--seed", type=int, help="random seed (overrides the scenario)")
     run.add_argument(
-        "--adapter", type=Path, metavar="FILE", help="a LoRA adapter for the student (teachback finetune)"
+        "--adapter", type=Path, metavar="FILE", help="a LoRA adapter for the student, or latest (teachback adapters)"
     )
     run.add_argument(
         "--rounds",
@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     quiz_command.register(sub)
     judge_eval.register(sub)
     adapters_command.register(sub)
+    from teachback.transcripts import report_command
+
+    report_command.register(sub)
     from teachback.scenarios import batch_command
 
     batch_command.register(sub)

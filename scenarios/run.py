@@ -202,7 +202,8 @@ def run_scenario(
     scenario = scenario.model_copy(update={"turns": turns})
     adapter = request.adapter or (header.options.get("adapter") if header else None)
     if adapter:
-        student = scenario.student.model_copy(update={"adapter": str(Path(adapter).expanduser().resolve())})
+        named = "latest" if str(adapter) == "latest" else str(Path(adapter).expanduser().resolve())
+        student = scenario.student.model_copy(update={"adapter": named})
         scenario = scenario.model_copy(update={"student": student})
     seed = request.seed if request.seed is not None else (header.seed if header else scenario.seed)
     models = {role: getattr(scenario, role).model for role in ROLES}

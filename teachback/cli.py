@@ -145,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     run.add_argument("--seed", type=int, help="random seed (overrides the scenario)")
     run.add_argument(
-        "--adapter", type=Path, metavar="FILE", help="a LoRA adapter for the student, or latest (teachback adapters)"
+        "--adapter",
+        type=Path,
+        metavar="FILE",
+        help="a LoRA adapter for the student, or latest (teachback adapters)",
     )
     run.add_argument(
         "--rounds",

@@ -71,6 +71,9 @@ def test_models_lists_the_bundled_model_file() -> None:
         (["run", "invented-domain", "--student", "local:/no/such.gguf"], "model file not found"),
         (["run"], "name a scenario"),
         (["run", "--resume", "/no/such/run"], "no transcript.jsonl here to resume"),
+        (["run", "invented-domain", "--adapter", "latest"], "'latest': no adapter for SmolLM2"),
+        (["run", "invented-domain", "--rounds", "2", "--no-memory"], "drop --no-memory"),
+        (["finetune", "--run-dir", "/no/such/run"], "not a run folder"),
         (["replay", "/no/such/transcript.jsonl"], "no such transcript"),
     ],
 )

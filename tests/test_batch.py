@@ -266,9 +266,11 @@ def finished(run_dir: Path) -> tuple[RunFinished, list]:
 def test_real_local_batch_reports_a_failed_run_and_finishes_the_other(tmp_path: Path) -> None:
     """Two runs at once through the local executor; the memory folder is served to both by `chroma run`."""
     broken = scenario_copy(tmp_path / "s", "broken")
-    broken.write_text(
-        broken.read_text().replace("teacher: {model: local/smollm2-135m", "teacher: {model: local:/x.gguf")
+    text = broken.read_text().replace(
+        "teacher:\n  model: local/smollm2-135m", "teacher:\n  model: local:/x.gguf"
     )
+    assert "local:/x.gguf" in text
+    broken.write_text(text)
     out = tmp_path / "b"
     result = subprocess.run(
         [

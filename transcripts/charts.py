@@ -107,7 +107,6 @@ def _scores(m: dict[str, Any]) -> bytes | None:
             facecolors=faces,
             edgecolors=color,
             linewidths=1.6,
-            label=kind,
             zorder=3,
         )
     answers = [(x, s["score"]) for x, s in enumerate(scores) if s["kind"] == "answer"]
@@ -137,7 +136,14 @@ def _scores(m: dict[str, Any]) -> bytes | None:
         color=INK,
     )
     ax.set_ylabel("score", fontsize=9)
-    ax.legend(loc="lower left", fontsize=8, frameon=False, ncols=3)
+    from matplotlib.lines import Line2D
+
+    kinds = list(dict.fromkeys(s["kind"] for s in scores))
+    handles = [
+        Line2D([], [], linestyle="", marker=KIND_MARKERS.get(k, "o"), color=KIND_COLORS.get(k, INK), label=k)
+        for k in kinds
+    ]
+    fig.legend(handles=handles, loc="outside lower center", fontsize=8, frameon=False, ncols=len(kinds))
     return _png(fig)
 
 

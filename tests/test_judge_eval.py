@@ -104,9 +104,9 @@ def test_a_negated_reference_fact_is_rejected() -> None:
 
 @pytest.mark.real
 def test_real_judge_eval_on_a_subset(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["judge-eval", "--limit", "12", "--quiet"]) == 0
+    assert main(["judge-eval", "--limit", "8", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "12 answers" in out
+    assert "8 answers" in out
     row = re.search(r"combined \(shipped\)\s+([\d.]+)\s+([\d.]+)\s+\d+/\d+\s+([\d.]+)", out)
     assert row is not None, out
     accuracy, far, frr = (float(x) for x in row.groups())

@@ -338,19 +338,19 @@ def run_batch(
         job.seconds = round(job.seconds + outcome.seconds, 1)
         if outcome.returncode == 0:
             job.status = "done"
-            report(f"done    {job.name} ({outcome.seconds:.0f} s)")
+            report(f"{'done':<7} {job.name} ({outcome.seconds:.0f} s)")
         elif outcome.interrupted:
             job.status = "pending"
-            report(f"stopped {job.name}")
+            report(f"{'stopped':<7} {job.name}")
         else:
             job.errors.append(f"attempt {job.attempts}: {outcome.error}")
             if tries[job.name] <= batch.options.retries:
                 job.status = "pending"
                 queue.append(job)
-                report(f"failed  {job.name}: {outcome.error}; trying again")
+                report(f"{'failed':<7} {job.name}: {outcome.error}; trying again")
             else:
                 job.status = "failed"
-                report(f"failed  {job.name}: {outcome.error}")
+                report(f"{'failed':<7} {job.name}: {outcome.error}")
         batch.save()
 
     try:
@@ -366,7 +366,7 @@ def run_batch(
                 batch.save()
                 executor.start(attempt, run_dir)
                 in_flight.add(job.name)
-                report(f"{'resume' if resume else 'start'}  {job.name} (attempt {job.attempts})")
+                report(f"{'resume' if resume else 'start':<7} {job.name} (attempt {job.attempts})")
             for outcome in executor.wait():
                 settle(outcome)
     except KeyboardInterrupt:

@@ -54,15 +54,15 @@ def last_finish(run_dir: Path) -> RunFinished | None:
 
 
 def quiz_score(run_dir: Path) -> str:
-    """`0.40 → 0.80` (before → after), one of them alone, or "–"; from the run's quiz JSON files."""
+    """`0.40 → 0.80` (before → after; `– → 0.80` with no quiz before), or "–"; from the quiz JSON files."""
     scores = []
     for name in ("quiz-before.json", "quiz-after.json"):
         try:
             totals = json.loads((run_dir / name).read_text(encoding="utf-8"))["totals"]
             scores.append(f"{float(totals['score']):.2f}")
         except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return " → ".join(scores) or NONE
+            scores.append(NONE)
+    return NONE if scores == [NONE, NONE] else " → ".join(scores)
 
 
 def rows(batch: Batch) -> list[Row]:
@@ -95,7 +95,8 @@ def render(batch: Batch, console: Console) -> None:
     for column in ("run", "status", "attempts", "turns", "accepted", "rate", "quiz", "seconds"):
         table.add_column(column, justify="left" if column in ("run", "status", "quiz") else "right")
     style = {"done": "green", "failed": "red", "pending": "yellow", "running": "yellow"}
-    for row in rows(batch):
+    shown = rows(batch)
+    for row in shown:
         table.add_row(
             row.name,
             f"[{style.get(row.status, '')}]{row.status}[/]",
@@ -107,7 +108,7 @@ def render(batch: Batch, console: Console) -> None:
             f"{row.seconds:.0f}",
         )
     console.print(table)
-    for row in rows(batch):
+    for row in shown:
         if row.error:
             console.print(f"{row.name}: {row.error}", style="red", markup=False, highlight=False)
 

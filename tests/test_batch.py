@@ -31,7 +31,7 @@ from teachback.scenarios.batch import (
     run_batch,
     write_files,
 )
-from teachback.scenarios.batch_summary import render, rows
+from teachback.scenarios.batch_summary import quiz_score, render, rows
 from teachback.transcripts.events import RunFinished, TurnAccepted
 from teachback.transcripts.reader import read_transcript
 
@@ -208,7 +208,10 @@ def test_the_summary_shows_turns_acceptance_and_quiz(tmp_path: Path, fake_run) -
     by_name = {row.name: row for row in rows(batch)}
     assert (by_name["ok"].turns, by_name["ok"].accepted, by_name["ok"].acceptance_rate) == (2, 1, 0.5)
     assert by_name["ok"].quiz == "0.25 → 0.75" and by_name["broken"].quiz == "–"
+    (ok / "quiz-before.json").unlink()
+    assert quiz_score(ok) == "– → 0.75"
     assert by_name["broken"].turns is None and "no such model file" in by_name["broken"].error
+    (ok / "quiz-before.json").write_text(json.dumps({"totals": {"score": 0.25, "correct": 1, "n": 4}}))
     console = Console(record=True, width=120)
     render(batch, console)
     text = console.export_text()

@@ -1,8 +1,9 @@
 """The table at the end of a batch: one row per run, read from the plan and the run folders.
 
-    scenario         status  attempts  turns  accepted  rate   quiz         seconds
-    invented-domain  done    1         1      1         100%   0.40 → 0.80  17
-    skill-procedure  failed  2         –      –         –      –            3
+    run               status   tries   turns   accepted   rate   quiz          seconds
+    ─────────────────────────────────────────────────────────────────────────────────
+    invented-domain   done         1       1          1   100%   0.40 → 0.80        17
+    skill-procedure   failed       2       –          –      –   –                   3
 
 Turns and acceptance come from the transcript's last `RunFinished` (a resumed run ends with the totals
 of all its parts); the quiz from `quiz-before.json` / `quiz-after.json` (`{"totals": {"score", "correct",
@@ -89,11 +90,15 @@ def rows(batch: Batch) -> list[Row]:
 
 def render(batch: Batch, console: Console) -> None:
     """Print the summary table, then the last error of each run that did not finish."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"batch {batch.dir}", title_justify="left")
-    for column in ("run", "status", "attempts", "turns", "accepted", "rate", "quiz", "seconds"):
-        table.add_column(column, justify="left" if column in ("run", "status", "quiz") else "right")
+    table = Table(
+        title=f"batch {batch.dir}", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+    )
+    for column in ("run", "status", "tries", "turns", "accepted", "rate", "quiz", "seconds"):
+        justify = "left" if column in ("run", "status", "quiz") else "right"
+        table.add_column(column, justify=justify, no_wrap=True)
     style = {"done": "green", "failed": "red", "pending": "yellow", "running": "yellow"}
     shown = rows(batch)
     for row in shown:

@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
 def cmd_batch(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from teachback.scenarios.batch import Batch, Job, job_names, run_batch
+    from teachback.scenarios.batch import PLAN, Batch, Job, job_names, run_batch
     from teachback.scenarios.batch_summary import render
 
     if args.resume is not None:
@@ -72,10 +72,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
         scenarios = [_resolve(name) for name in args.scenarios]
     _check_scenarios(scenarios)
     _check_options(options)
+    out = args.resume or args.out or DEFAULT_BATCHES_DIR / time.strftime("%Y%m%d-%H%M%S")
+    if args.resume is None and (out / PLAN).exists():
+        raise BatchError(f"{out} already holds a batch: finish it with `teachback batch --resume {out}`")
     executor = _make_executor(options)
     try:
         if args.resume is None:
-            out = args.out or DEFAULT_BATCHES_DIR / time.strftime("%Y%m%d-%H%M%S")
             names = job_names(scenarios)
             jobs = [Job(name, scenario) for name, scenario in zip(names, scenarios, strict=True)]
             batch = Batch.create(out, jobs, options)

@@ -153,6 +153,8 @@ def test_resume_runs_only_what_is_not_done(tmp_path: Path, fake_run, monkeypatch
     assert "broken" in capsys.readouterr().out
     assert [(j.status, j.attempts) for j in Batch.load(out).jobs] == [("done", 1), ("failed", 1)]
 
+    assert main([*argv, "--out", str(out)]) == 2  # a second batch in the same folder
+    assert "already holds a batch: finish it with `teachback batch --resume" in capsys.readouterr().err
     (tmp_path / "FIXED").touch()  # the fake run's cwd is the test's folder
     assert main(["batch", "--resume", str(out)]) == 0
     assert [(j.status, j.attempts) for j in Batch.load(out).jobs] == [("done", 1), ("done", 2)]

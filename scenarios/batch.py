@@ -236,11 +236,12 @@ def attempt_error(returncode: int, run_dir: Path, number: int) -> str:
     return f"exit code {returncode}" + (f": {last[:200]}" if last else "")
 
 
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
-    """Ctrl-C for one run: SIGINT (its transcript is closed cleanly), then a kill if it does not stop."""
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 30.0, signalled: bool = False) -> None:
+    """Ctrl-C for one run: one SIGINT (its transcript is closed cleanly), then a kill if it does not stop."""
     if proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGINT)
+    if not signalled:
+        proc.send_signal(signal.SIGINT)
     try:
         proc.wait(grace)
     except subprocess.TimeoutExpired:
@@ -270,11 +271,11 @@ class LocalExecutor:
         return []
 
     def stop(self) -> list[Outcome]:
-        for proc, *_ in self._running.values():
+        for proc, *_ in self._running.values():  # all at once, then wait for each
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
         for proc, *_ in self._running.values():
-            stop_process(proc)
+            stop_process(proc, signalled=True)
         return self._collect()
 
     def close(self) -> None:

@@ -4,9 +4,9 @@
 
 Each measurement is one `teachback batch` command, timed from start to exit (so it includes each run's
 start-up: imports, the managed llama.cpp server, the in-process student), over `--jobs` runs that cycle
-through the bundled scenarios. Turns are counted from each run's `RunFinished`. Memory is off so every
-worker count does the same work. The load average before each measurement is printed: other processes
-on the machine take cores from the runs.
+through the bundled scenarios. Turns are counted from each run's `RunFinished`. Memory and the quiz are
+off, so every worker count does the same work and only dialogue turns count. The load average before
+each measurement is printed: other processes on the machine take cores from the runs.
 
 What to expect: one run keeps about one core busy. Its model calls take turns (student, then teacher,
 then judge), the student runs in-process and the teacher and judge share one server, each with one
@@ -39,7 +39,8 @@ def measure(workers: int, jobs: int, turns: int, executor: str, folder: Path) ->
     began = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "teachback.cli", "batch", *scenarios, "--turns", str(turns)]
-        + ["--concurrency", str(workers), "--executor", executor, "--no-memory", "--out", str(out)],
+        + ["--concurrency", str(workers), "--executor", executor, "--no-memory", "--no-quiz"]
+        + ["--out", str(out)],
         capture_output=True,
         text=True,
         cwd=folder,

@@ -50,6 +50,7 @@ class BatchOptions:
     memory_url: str | None = None  # a shared chroma server
     memory_dir: str | None = None  # a local memory folder (served to the runs while the batch runs)
     no_memory: bool = False
+    no_quiz: bool = False
     retries: int = 1
     concurrency: int = 1
     executor: str = "local"  # local | ray
@@ -201,6 +202,8 @@ def run_args(attempt: Attempt, run_dir: Path) -> list[str]:
     for role, model in sorted(o.models.items()):
         if model:
             args += [f"--{role}", model]
+    if o.no_quiz:
+        args.append("--no-quiz")
     if o.no_memory:
         args.append("--no-memory")
     elif o.memory_url:

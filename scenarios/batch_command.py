@@ -1,7 +1,8 @@
 """`teachback batch`: many scenarios at once, each an independent run, here or on a Ray cluster.
 
     teachback batch SCENARIO... [--concurrency N] [--executor local|ray] [--ray-address ADDR]
-                    [--memory-url URL | --memory-dir DIR | --no-memory] [--turns N] [--retries N] [--out DIR]
+                    [--memory-url URL | --memory-dir DIR | --no-memory] [--turns N] [--retries N] [--no-quiz]
+                    [--teacher M] [--student M] [--judge M] [--seed N] [--out DIR]
     teachback batch --resume BATCH_DIR [--concurrency N] [--executor ...]
 
 Everything is checked before anything runs (every scenario, the executor, the memory server). Exit 0 when
@@ -38,6 +39,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--turns", type=_at_least(1), help="dialogue turns of every run (overrides the scenarios)")
     p.add_argument("--retries", type=_at_least(0), help="tries again after a failed run (default 1)")
     p.add_argument("--seed", type=int, help="random seed of every run")
+    p.add_argument("--no-quiz", action="store_true", default=None, help="skip the scenarios' quizzes")
     for role in ("teacher", "student", "judge"):
         p.add_argument(f"--{role}", metavar="MODEL", help=f"the {role}'s model string for every run")
     where = p.add_mutually_exclusive_group()
@@ -113,7 +115,16 @@ def _override(options: Any, args: argparse.Namespace) -> Any:
     base = options or BatchOptions()
     given: dict[str, Any] = {
         name: getattr(args, name)
-        for name in ("turns", "seed", "retries", "concurrency", "executor", "ray_address", "memory_url")
+        for name in (
+            "turns",
+            "seed",
+            "retries",
+            "concurrency",
+            "executor",
+            "ray_address",
+            "memory_url",
+            "no_quiz",
+        )
         if getattr(args, name) is not None
     }
     models = {role: getattr(args, role) for role in ("teacher", "student", "judge") if getattr(args, role)}

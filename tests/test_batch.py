@@ -119,8 +119,9 @@ def test_run_args_start_fresh_or_resume_and_pass_the_options() -> None:
         "--memory-url",
         "http://h:8000",
     ]
-    again = run_args(Attempt("a", "/s/a.yaml", BatchOptions(no_memory=True), 2, resume=True), Path("/r"))
-    assert again == ["run", "--plain", "--resume", "/r", "--no-memory"]
+    quiet = BatchOptions(no_memory=True, no_quiz=True)
+    again = run_args(Attempt("a", "/s/a.yaml", quiet, 2, resume=True), Path("/r"))
+    assert again == ["run", "--plain", "--resume", "/r", "--no-quiz", "--no-memory"]
 
 
 def test_a_failed_run_is_retried_with_resume_and_a_broken_one_reported(tmp_path: Path, fake_run) -> None:
@@ -287,6 +288,7 @@ def test_real_local_batch_reports_a_failed_run_and_finishes_the_other(tmp_path: 
             "1",
             "--concurrency",
             "2",
+            "--no-quiz",
             "--out",
             str(out),
         ],
@@ -322,7 +324,7 @@ def test_real_ray_batch_shares_one_chroma_server(tmp_path: Path) -> None:
     with ChromaServer(tmp_path / "chroma", log=tmp_path / "chroma.log") as server:
         result = subprocess.run(
             [*TEACHBACK, "batch", "invented-domain", str(copy), "--turns", "1", "--concurrency", "2"]
-            + ["--executor", "ray", "--memory-url", server.url, "--out", str(out)],
+            + ["--executor", "ray", "--memory-url", server.url, "--no-quiz", "--out", str(out)],
             capture_output=True,
             text=True,
             timeout=600,

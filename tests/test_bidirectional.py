@@ -134,7 +134,7 @@ def test_bundled_bidirectional_student_recalls_what_it_was_taught(tmp_path: Path
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "teachback.cli", "run", "bidirectional", "--turns", "2", "--plain"]
-        + ["--out", str(out), "--memory-dir", str(memory)],
+        + ["--out", str(out), "--memory-dir", str(memory), "--no-quiz"],
         capture_output=True,
         text=True,
         timeout=300,

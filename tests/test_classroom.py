@@ -165,7 +165,7 @@ def test_bundled_classroom_runs_both_students(tmp_path: Path) -> None:
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "teachback.cli", "run", "classroom", "--turns", "2", "--plain"]
-        + ["--out", str(out), "--memory-dir", str(memory)],
+        + ["--out", str(out), "--memory-dir", str(memory), "--no-quiz"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -207,7 +207,7 @@ def test_bundled_teacher_panel_runs_a_turn(tmp_path: Path) -> None:
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "teachback.cli", "run", "teacher-panel", "--turns", "1", "--plain"]
-        + ["--out", str(out), "--memory-dir", str(tmp_path / "mem")],
+        + ["--out", str(out), "--memory-dir", str(tmp_path / "mem"), "--no-quiz"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -11,6 +11,7 @@ MODULES = [
     "teachback.agents.grounding",
     "teachback.agents.prompts",
     "teachback.scenarios.director",
+    "teachback.scenarios.panel",
     "teachback.transcripts.events",
 ]
 

@@ -447,3 +447,26 @@ def test_replay_of_a_corrupt_transcript_is_strict(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "t.jsonl", [header_json(), _turn_line()], final_newline=False)
     with pytest.raises(TranscriptError, match="truncated"):
         replay(path, Collect())
+
+
+def test_lines_from_before_panels_and_classrooms_read_with_defaults(tmp_path: Path) -> None:
+    """Seats, seat names and panel fields were added with defaults: older v1 lines still read."""
+    from teachback.transcripts.events import RunStarted, TurnAccepted, TurnStarted, Verdict
+
+    old = [
+        {"v": 1, "type": "run_started", "t": 0, "run_id": "r", "scenario": "s", "scenario_path": "s.yaml"}
+        | {"scenario_sha256": "0", "models": {"student": "m"}, "options": {}, "seed": 0, "versions": {}}
+        | {"started_at": "now"},
+        {"v": 1, "type": "turn_started", "t": 1, "turn": 1, "objective": "o"},
+        {"v": 1, "type": "verdict", "t": 2, "turn": 1, "kind": "answer", "score": 0.9, "accepted": True}
+        | {"reason": "ok"},
+        {"v": 1, "type": "turn_accepted", "t": 3, "turn": 1, "objective": "o", "question": "q", "answer": "a"}
+        | {"score": 0.9, "teacher_model": "t"},
+    ]
+    path = tmp_path / "old.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in old), encoding="utf-8")
+    header, started, judged, accepted = read_transcript(path)
+    assert isinstance(header, RunStarted) and header.seats == []
+    assert isinstance(started, TurnStarted) and started.student == ""
+    assert isinstance(judged, Verdict) and judged.name == ""
+    assert isinstance(accepted, TurnAccepted) and (accepted.student, accepted.teacher) == ("", "")

@@ -9,7 +9,9 @@ since the run started>, ...fields}`. The first line of a transcript is always `r
     >>> from_dict(json.loads(to_json(e))) == e
     True
 
-Changing a field means a new schema version and a migration in `transcripts/reader.py`.
+Adding a field with a default keeps version 1: older lines read with the default (so transcripts from
+before teacher panels and classrooms replay unchanged). Renaming, removing or retyping a field means a
+new schema version and a migration in `transcripts/reader.py`.
 """
 
 from __future__ import annotations

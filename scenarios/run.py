@@ -250,12 +250,11 @@ def run_scenario(
         "teachback": scenario.teachback,
         "adapter": str(adapter_path) if adapter_path else None,
         "memory_namespace": namespace or None,
-        "roles": {
-            role: {
-                "temperature": getattr(scenario, role).temperature,
-                "max_tokens": getattr(scenario, role).max_tokens,
-            }
-            for role in ROLES
+        "roles": {  # the first seat of each role; every seat's own are in the header's seats
+            role: {"temperature": settings.temperature, "max_tokens": settings.max_tokens}
+            for role, settings in zip(
+                ROLES, (students[0].settings, teachers[0].settings, scenario.judge), strict=True
+            )
         },
     }
     renderer = make_renderer(console, plain=request.plain)

@@ -229,4 +229,6 @@ def test_bundled_teacher_panel_runs_a_turn(tmp_path: Path) -> None:
     if accepted:
         assert accepted[0].teacher == next(d.chosen for d in decisions if d.chosen)
     assert "teacher archivist" in result.stdout.split("run summary")[1]
+    # archivist, storyteller and the judge share one SmolLM2 server; gemma has its own
+    assert len(list(out.glob("llama-server-*.log"))) == 2
     print(f"panel turn: {time.monotonic() - started:.0f} s")

@@ -31,6 +31,7 @@ class FinetuneRequest:
 
     namespace: str | None = None
     run_dir: Path | None = None  # take namespace, run id, student, scenario and the run's adapter from here
+    seat: str | None = None  # with run_dir: the student seat to train (needed when a run has several)
     runs: list[str] = field(default_factory=list)  # only these run ids (empty: all runs of the namespace)
     objectives: list[str] = field(default_factory=list)  # only turns on these objectives (substring match)
     min_score: float = 0.0
@@ -57,6 +58,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("finetune", help="train a LoRA adapter for the student on the accepted turns")
     p.add_argument("--namespace", help="the memory namespace (default: the run's scenario)")
     p.add_argument("--run-dir", type=Path, help="a run folder: train on that run's turns only")
+    p.add_argument(
+        "--seat", metavar="NAME", help="with --run-dir: the student to train (default: each one in turn)"
+    )
     p.add_argument(
         "--run", metavar="RUN_ID", action="append", default=[], help="only this run's turns (repeatable)"
     )
@@ -114,8 +118,25 @@ def run_finetune(args: argparse.Namespace) -> int:
         early_stop_patience=args.early_stop,
         seed=args.seed,
     )
-    request = FinetuneRequest(
+    seats: list[str | None] = [args.seat]
+    if args.run_dir is not None and args.seat is None and args.namespace is None:
+        seats = [s.seat for s in trainable_students(args.run_dir)]
+        if len(seats) > 1 and args.out is not None:
+            raise FinetuneError(
+                f"finetune: --out names one adapter, and {args.run_dir} has {len(seats)} students to train; "
+                "name one with --seat, or leave out --out (each goes into the registry)"
+            )
+    console = Console(highlight=False)
+    for seat in seats if len(seats) > 1 else [args.seat]:
+        outcome = train_from_memory(_request(args, config, seat), console)
+        print(outcome.adapter)
+    return 0
+
+
+def _request(args: argparse.Namespace, config: Any, seat: str | None) -> FinetuneRequest:
+    return FinetuneRequest(
         namespace=args.namespace,
+        seat=seat,
         run_dir=args.run_dir,
         runs=list(args.run),
         objectives=list(args.objective),
@@ -127,9 +148,6 @@ def run_finetune(args: argparse.Namespace) -> int:
         quiz=not args.no_quiz,
         config=config,
     )
-    outcome = train_from_memory(request, Console(highlight=False))
-    print(outcome.adapter)
-    return 0
 
 
 @dataclass
@@ -140,11 +158,15 @@ class _RunInfo:
     judge: str = ""
     scenario_path: str = ""
     adapter: str | None = None
+    seat: str = ""
+    learning: str = "finetune"
+    suffix: str = ""  # "" for a run with one student; "-<seat>" names its files in a classroom
 
 
-def _from_run_dir(run_dir: Path) -> _RunInfo:
-    """What a recorded run says about itself: its namespace, id, models, scenario and adapter."""
+def run_students(run_dir: Path) -> list[_RunInfo]:
+    """What a recorded run says about each of its students: namespace, id, models, scenario and adapter."""
     from teachback.errors import RunDirError
+    from teachback.scenarios.seats import recorded_students
     from teachback.transcripts.events import RunStarted
     from teachback.transcripts.reader import read_transcript
 
@@ -153,14 +175,39 @@ def _from_run_dir(run_dir: Path) -> _RunInfo:
         raise RunDirError(f"{run_dir}: not a run folder (no transcript.jsonl)")
     header = read_transcript(path, allow_truncated_tail=True)[0]
     assert isinstance(header, RunStarted)
-    return _RunInfo(
-        namespace=str(header.options.get("memory_namespace") or header.scenario),
-        run_id=header.run_id,
-        student=header.models.get("student", ""),
-        judge=header.models.get("judge", ""),
-        scenario_path=header.scenario_path,
-        adapter=header.options.get("adapter"),
-    )
+    seats = recorded_students(header)
+    return [
+        _RunInfo(
+            namespace=str(seat.get("namespace") or header.scenario),
+            run_id=header.run_id,
+            student=str(seat.get("model", "")),
+            judge=header.models.get("judge", ""),
+            scenario_path=header.scenario_path,
+            adapter=seat.get("adapter"),
+            seat=str(seat.get("name", "student")),
+            learning=str(seat.get("learning", "finetune")),
+            suffix="" if len(seats) == 1 else f"-{seat.get('name')}",
+        )
+        for seat in seats
+    ]
+
+
+def trainable_students(run_dir: Path, seat: str | None = None) -> list[_RunInfo]:
+    """The students of a run that learn by fine-tuning (`seat`: only that one); a clear error if none."""
+    students = run_students(run_dir)
+    if seat is not None:
+        named = [s for s in students if s.seat == seat]
+        if not named:
+            names = ", ".join(s.seat for s in students)
+            raise FinetuneError(f"finetune: {run_dir} has no student {seat!r} (its students: {names})")
+        students = named
+    trainable = [s for s in students if s.learning == "finetune"]
+    if not trainable:
+        raise FinetuneError(
+            f"finetune: no student of {run_dir}{f' named {seat!r}' if seat else ''} learns by fine-tuning; "
+            "a retrieval student learns from the memory as it is"
+        )
+    return trainable
 
 
 def select_turns(store: Any, request: FinetuneRequest, namespace: str, runs: list[str]) -> list[Any]:
@@ -210,7 +257,15 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
     from teachback.memory.store import MemoryStore
 
     config = request.config or TrainConfig()
-    info = _from_run_dir(request.run_dir) if request.run_dir is not None else _RunInfo()
+    info = _RunInfo()
+    if request.run_dir is not None:
+        students = trainable_students(request.run_dir, request.seat)
+        if len(students) > 1:
+            raise FinetuneError(
+                f"finetune: {request.run_dir} has several students ({', '.join(s.seat for s in students)}); "
+                "name one with --seat, or leave out --out to train each into the registry"
+            )
+        info = students[0]
     namespace = request.namespace or info.namespace
     if not namespace:
         raise FinetuneError("finetune: name the memory namespace (--namespace) or a run folder (--run-dir)")
@@ -241,7 +296,9 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
         outcome_before = request.known_before
     elif items:
         before_adapter = Path(info.adapter) if info.adapter and Path(info.adapter).is_file() else None
-        outcome_before = _quiz(console, items, ref.spec, before_adapter, judge, "before", request.run_dir)
+        outcome_before = _quiz(
+            console, items, ref.spec, before_adapter, judge, "before" + info.suffix, request.run_dir
+        )
 
     curve: list[list[float]] = []
     val_curve: list[list[float]] = []
@@ -259,12 +316,13 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
     outcome = FinetuneOutcome(adapter=Path(result.adapter), result=result, quiz_before=outcome_before)
     if items:
         outcome.quiz_after = _quiz(
-            console, items, ref.spec, Path(result.adapter), judge, "after", request.run_dir
+            console, items, ref.spec, Path(result.adapter), judge, "after" + info.suffix, request.run_dir
         )
         b, a = outcome.quiz_before.totals(), outcome.quiz_after.totals()
         console.print(f"quiz: {b['correct']}/{b['n']} before -> {a['correct']}/{a['n']} after fine-tuning")
     if request.run_dir is not None:
-        _write_record(request.run_dir / FINETUNE_RECORD, result, config, curve, val_curve, need, outcome)
+        record = request.run_dir / FINETUNE_RECORD.replace(".json", f"{info.suffix}.json")
+        _write_record(record, result, config, curve, val_curve, need, outcome)
     return outcome
 
 

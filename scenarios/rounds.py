@@ -1,14 +1,17 @@
-"""Learning rounds: dialogue, fine-tune, and the quiz, repeated with the student wearing its new adapter.
+"""Learning rounds: dialogue, then each student learns, then the quiz; repeated on what was learned.
 
     teachback run invented-domain --rounds 3
 
-Round r is an ordinary run (its own folder and transcript) with the adapter of round r-1; after it the
-student is fine-tuned on the accepted turns of rounds 1..r (a fresh adapter on the base each time, so
-no round compounds another's drift) and quizzed. Each round's folder gets `quiz-before.json`,
-`finetune.json` and `quiz-after.json`; the summary shows the quiz after every round.
+Round r is an ordinary run (its own folder and transcript). A student that learns by fine-tuning starts it
+wearing the adapter of round r-1 and, after it, is fine-tuned on the accepted turns of rounds 1..r (a
+fresh adapter on the base each time, so no round compounds another's drift); in a classroom each student
+gets its own adapter from its own namespace. A student that learns by retrieval is quizzed with the notes
+its memory now holds. Each round's folder gets `quiz-before.json`, `finetune.json` and `quiz-after.json`
+(`-<student>` before `.json` in a classroom); the summary shows the quiz after every round.
 
-A single run (no rounds) is quizzed once, after the dialogue, as the student entered it: a local student
-does not change during a dialogue (it changes when fine-tuned), so "before" needs no second model load.
+A single run (no rounds) quizzes each student once, after the dialogue, as it entered the run: a local
+student does not change during a dialogue (it changes when fine-tuned); a retrieval student is also
+quizzed with its memory's notes, which is what the dialogue changed.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ class RoundOutcome:
     run_dir: Path
     accepted: int
     turns: int
-    adapter: Path | None
+    adapter: Path | None  # the adapter this round trained (None: the student learns by retrieval)
+    seat: str = "student"
     quiz_before: Any = None  # QuizResult
     quiz_after: Any = None
 
@@ -49,27 +53,77 @@ def _quiz_items(scenario_path: str) -> list[Any]:
     return list(load_quiz(Path(scenario_path)))
 
 
-def quiz_run(run_dir: Path, console: Any, label: str = "before") -> Any:
-    """Quiz the student of a finished run as it entered the run; writes `quiz-<label>.json` there."""
-    from teachback.scenarios.quiz import quiz_student
+def _open_run_memory(header: Any, request: Any) -> tuple[Any, str]:
+    """The memory the run stored into (for retrieval students' notes), as the run opened it."""
+    from teachback.scenarios.loader import load_scenario
+    from teachback.scenarios.run import open_memory
+
+    loaded = load_scenario(Path(header.scenario_path))
+    return open_memory(request, loaded.scenario, loaded.path.parent)
+
+
+def quiz_run(run_dir: Path, console: Any, request: Any = None, label: str = "before") -> dict[str, Any]:
+    """Quiz each student of a finished run; writes `quiz-<label>[-<seat>].json` there.
+
+    A fine-tuned student is quizzed as it entered the run (the dialogue does not change it). A student
+    that learns by retrieval is quizzed twice: without notes ("before") and with the turns of its memory
+    most relevant to each question ("after"), as it would see them in its next dialogue.
+    """
+    from teachback.memory.finetune_command import run_students
 
     header, _ = _header_and_finish(run_dir)
     items = _quiz_items(header.scenario_path)
     if not items:
-        return None
-    adapter = header.options.get("adapter")
-    with console.status(f"quiz: {len(items)} held-out questions to the student..."):
+        return {}
+    results: dict[str, Any] = {}
+    store = None
+    for student in run_students(run_dir):
+        adapter = Path(student.adapter) if student.adapter else None
+        results[student.seat + "/" + label] = _quiz_seat(
+            console, items, header, student, adapter, label + student.suffix, run_dir, None
+        )
+        if student.learning == "retrieval" and request is not None and not request.no_memory:
+            from teachback.memory.retrieval import retrieval_context
+
+            if store is None:
+                store, _ns = _open_run_memory(header, request)
+            if store is not None:
+                notes = retrieval_context(store, student.namespace)
+                results[student.seat + "/after"] = _quiz_seat(
+                    console, items, header, student, adapter, "after" + student.suffix, run_dir, notes
+                )
+    return results
+
+
+def _quiz_seat(
+    console: Any,
+    items: list[Any],
+    header: Any,
+    student: Any,
+    adapter: Path | None,
+    label: str,
+    run_dir: Path,
+    context: Callable[[str], str] | None,
+) -> Any:
+    from teachback.scenarios.quiz import quiz_student
+
+    how = "with notes from its memory" if context else "no notes"
+    with console.status(f"quiz ({label}): {len(items)} questions to {student.seat}, {how}..."):
         result = quiz_student(
             items,
-            header.models["student"],
-            adapter=Path(adapter) if adapter else None,
+            student.student,
+            adapter=adapter,
             judge_model=header.models["judge"],
             label=label,
             seed=header.seed,
+            context=context,
         )
     result.save(run_dir / f"quiz-{label}.json")
     t = result.totals()
-    console.print(f"quiz ({label}): {t['correct']}/{t['n']} correct · judge mean {t['judge_mean']:.2f}")
+    console.print(
+        f"quiz ({label}, {student.seat}, {how}): {t['correct']}/{t['n']} correct · "
+        f"judge mean {t['judge_mean']:.2f}"
+    )
     return result
 
 
@@ -82,12 +136,14 @@ def run_rounds(
     config: Any = None,
     clients: Callable[[int], dict[str, Any]] | None = None,
 ) -> list[RoundOutcome]:
-    """Run `rounds` rounds of dialogue then fine-tuning; returns what each round did.
+    """Run `rounds` rounds of dialogue then learning; returns what each round did for each student.
 
-    `config` is the TrainConfig (default: the `teachback finetune` defaults); `clients(round)` replaces
-    the dialogue's model clients (tests)."""
+    A student that learns by fine-tuning gets a new adapter each round (one per student in a classroom);
+    one that learns by retrieval is quizzed with the notes its memory now holds. `config` is the
+    TrainConfig (default: the `teachback finetune` defaults); `clients(round)` replaces the dialogue's
+    model clients (tests)."""
     from teachback.memory.finetune import TrainConfig
-    from teachback.memory.finetune_command import FinetuneRequest, train_from_memory
+    from teachback.memory.finetune_command import FinetuneRequest, run_students, train_from_memory
     from teachback.scenarios.run import run_scenario
 
     if request.resume is not None:
@@ -97,46 +153,71 @@ def run_rounds(
     if request.no_memory:
         raise TeachbackError("run: --rounds fine-tunes on the memory of accepted turns; drop --no-memory")
     outcomes: list[RoundOutcome] = []
-    adapter = request.adapter
+    adapter, adapters = request.adapter, dict(request.adapters)
     run_ids: list[str] = []
-    before = None
+    before: dict[str, Any] = {}  # seat -> its quiz as the last round left it
+    store = None
     for r in range(1, rounds + 1):
         console.rule(f"round {r} of {rounds}")
         out = request.out / f"round-{r}" if request.out else None
         run_dir = run_scenario(
-            dataclasses.replace(request, adapter=adapter, out=out),
+            dataclasses.replace(request, adapter=adapter, adapters=dict(adapters), out=out),
             console,
             clients=clients(r) if clients else None,
         )
         header, finished = _header_and_finish(run_dir)
         run_ids.append(header.run_id)
-        if before is not None:  # the student entered this round as the last one left it
-            before.save(run_dir / "quiz-before.json")
-        ft = train_from_memory(
-            FinetuneRequest(
-                run_dir=run_dir,
-                runs=list(run_ids),
-                memory_dir=request.memory_dir,
-                memory_url=request.memory_url,
-                quiz=quiz,
-                known_before=before,
-                config=config or TrainConfig(learning_rate=2e-3, seed=header.seed),
-            ),
-            console,
-        )
-        adapter = ft.adapter
-        outcomes.append(
-            RoundOutcome(
+        students = run_students(run_dir)
+        items = _quiz_items(header.scenario_path) if quiz else []
+        for student in students:
+            known = before.get(student.seat)
+            if known is not None:  # the student entered this round as the last one left it
+                known.save(run_dir / f"quiz-before{student.suffix}.json")
+            outcome = RoundOutcome(
                 round=r,
                 run_dir=run_dir,
                 accepted=finished.accepted if finished else 0,
                 turns=finished.turns if finished else 0,
-                adapter=ft.adapter,
-                quiz_before=ft.quiz_before,
-                quiz_after=ft.quiz_after,
+                adapter=None,
+                seat=student.seat,
             )
-        )
-        before = ft.quiz_after
+            if student.learning == "finetune":
+                ft = train_from_memory(
+                    FinetuneRequest(
+                        run_dir=run_dir,
+                        seat=student.seat,
+                        runs=list(run_ids),
+                        memory_dir=request.memory_dir,
+                        memory_url=request.memory_url,
+                        quiz=quiz,
+                        known_before=known,
+                        config=config or TrainConfig(learning_rate=2e-3, seed=header.seed),
+                    ),
+                    console,
+                )
+                outcome.adapter, outcome.quiz_before, outcome.quiz_after = (
+                    ft.adapter,
+                    ft.quiz_before,
+                    ft.quiz_after,
+                )
+                if len(students) == 1:
+                    adapter = ft.adapter
+                else:
+                    adapters[student.seat] = ft.adapter
+            elif items:
+                from teachback.memory.retrieval import retrieval_context
+
+                if store is None:
+                    store, _ns = _open_run_memory(header, request)
+                outcome.quiz_before = known or _quiz_seat(
+                    console, items, header, student, None, "before" + student.suffix, run_dir, None
+                )
+                notes = retrieval_context(store, student.namespace) if store is not None else None
+                outcome.quiz_after = _quiz_seat(
+                    console, items, header, student, None, "after" + student.suffix, run_dir, notes
+                )
+            before[student.seat] = outcome.quiz_after
+            outcomes.append(outcome)
     print_summary(console, outcomes)
     return outcomes
 
@@ -145,7 +226,9 @@ def print_summary(console: Any, outcomes: list[RoundOutcome]) -> None:
     from rich.table import Table
 
     table = Table(title="learning rounds")
-    for column in ("round", "accepted turns", "quiz before", "quiz after", "adapter", "run folder"):
+    several = len({o.seat for o in outcomes}) > 1
+    columns = ["round", "student"] if several else ["round"]
+    for column in (*columns, "accepted turns", "quiz before", "quiz after", "learned by", "run folder"):
         table.add_column(column, overflow="fold")
 
     def score(q: Any) -> str:
@@ -155,12 +238,13 @@ def print_summary(console: Any, outcomes: list[RoundOutcome]) -> None:
         return f"{t['correct']}/{t['n']}"
 
     for o in outcomes:
+        first = [str(o.round), o.seat] if several else [str(o.round)]
         table.add_row(
-            str(o.round),
+            *first,
             f"{o.accepted}/{o.turns}",
             score(o.quiz_before),
             score(o.quiz_after),
-            o.adapter.name if o.adapter else "–",
+            o.adapter.name if o.adapter else "retrieval",
             str(o.run_dir),
         )
     console.print(table)

@@ -105,3 +105,19 @@ def seat_record(seat: Seat) -> dict[str, Any]:
         record["namespace"] = seat.namespace
         record["learning"] = seat.learning
     return record
+
+
+def recorded_students(header: Any) -> list[dict[str, Any]]:
+    """The student seats a run's header records (`seat_record`s); a header from before seats, as one."""
+    students = [dict(s) for s in getattr(header, "seats", None) or [] if s.get("role") == STUDENT]
+    if students:
+        return students
+    from teachback.agents.models import resolve
+
+    model = header.models.get(STUDENT, "")
+    record: dict[str, Any] = {"role": STUDENT, "name": STUDENT, "model": model}
+    if header.options.get("adapter"):
+        record["adapter"] = header.options["adapter"]
+    record["namespace"] = header.options.get("memory_namespace") or header.scenario
+    record["learning"] = "finetune" if model and resolve(model).is_local else "retrieval"
+    return [record]

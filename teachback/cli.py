@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.no_quiz:
         from teachback.scenarios.rounds import quiz_run
 
-        quiz_run(run_dir, console)
+        quiz_run(run_dir, console, request)
     print(run_dir)
     return 0
 

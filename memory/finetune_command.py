@@ -284,10 +284,14 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
     need, avail = memory_needed(ref.local_path, config)
     console.print(
         f"fine-tuning {ref.spec} on {len(pairs)} accepted turns of {namespace!r}"
-        + (f" (runs {', '.join(runs)})" if runs else "")
-        + f" · rank {config.rank}, {config.epochs} epochs, window {config.n_ctx}"
-        + f" · estimated peak memory {need / 2**30:.2f} GiB"
-        + (f" of {avail / 2**30:.1f} GiB available" if avail else "")
+        + (f" (runs {', '.join(runs)})" if runs else ""),
+        soft_wrap=True,
+    )
+    console.print(
+        f"rank {config.rank} · {config.epochs} epochs · window {config.n_ctx} · "
+        f"estimated peak memory {need / 2**30:.2f} GiB"
+        + (f" of {avail / 2**30:.1f} GiB available" if avail else ""),
+        soft_wrap=True,
     )
     items = _quiz_items(info) if request.quiz else []
     judge = info.judge or "local/smollm2-135m"
@@ -311,7 +315,8 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
     console.print(
         f"train loss per epoch: {' '.join(f'{x:.3f}' for x in result.train_loss)} · "
         f"{result.tokens_per_s:.0f} tok/s · peak RSS {result.peak_rss_bytes / 2**20:.0f} MB "
-        f"(estimated {need / 2**20:.0f} MB) · {result.seconds:.0f} s"
+        f"(estimated {need / 2**20:.0f} MB) · {result.seconds:.0f} s",
+        soft_wrap=True,
     )
     outcome = FinetuneOutcome(adapter=Path(result.adapter), result=result, quiz_before=outcome_before)
     if items:

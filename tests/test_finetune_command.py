@@ -116,7 +116,7 @@ def test_finetune_a_run_and_load_the_adapter(scenario_file, tmp_path: Path) -> N
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == str(out) and out.is_file()
-    assert "on 3 accepted turns" in result.stdout and "held-out answer loss" in result.stdout
+    assert "on 3 accepted turns" in result.stdout and "train loss per epoch" in result.stdout
     import llama_cpp
 
     from teachback.agents.models import resolve

@@ -27,7 +27,7 @@ ROUNDS = {
     ],
     2: [
         ("Who founded Vellmar?", "Queen Almeth founded Vellmar in 1487 by uniting the five fishing clans."),
-        ("How is a drell divided?", "One drell is divided into one hundred pennets."),
+        ("How is the currency of Vellmar divided?", "The drell is divided into one hundred pennets."),
     ],
 }
 

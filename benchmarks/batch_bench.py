@@ -6,7 +6,9 @@ Each measurement is one `teachback batch` command, timed from start to exit (so 
 start-up: imports, the managed llama.cpp server, the in-process student), over `--jobs` runs that cycle
 through the bundled scenarios. Turns are counted from each run's `RunFinished`. Memory and the quiz are
 off, so every worker count does the same work and only dialogue turns count. The load average before
-each measurement is printed: other processes on the machine take cores from the runs.
+each measurement is printed (it lags: it still counts the measurement before), and the cores the
+batch kept busy (its processes' CPU time / wall time): what two workers get short of 2.0 went to other
+processes on the machine or to nothing (a run waiting on itself).
 
 What to expect: one run keeps about one core busy. Its model calls take turns (student, then teacher,
 then judge), the student runs in-process and the teacher and judge share one server, each with one
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -28,14 +31,15 @@ from pathlib import Path
 SCENARIOS = ("invented-domain", "skill-procedure")
 
 
-def measure(workers: int, jobs: int, turns: int, executor: str, folder: Path) -> tuple[float, int, float]:
-    """(seconds, turns done, load average before) of one batch with `workers` at once."""
+def measure(workers: int, jobs: int, turns: int, executor: str, folder: Path) -> dict[str, float]:
+    """Seconds, turns done, cores the batch kept busy, mean seconds of a run, load average before."""
     from teachback.scenarios.batch import Batch
     from teachback.scenarios.batch_summary import last_finish
 
     scenarios = [SCENARIOS[i % len(SCENARIOS)] for i in range(jobs)]
     out = folder / f"workers-{workers}"
     load = os.getloadavg()[0]
+    cpu = _children_cpu()
     began = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "teachback.cli", "batch", *scenarios, "--turns", str(turns)]
@@ -46,13 +50,21 @@ def measure(workers: int, jobs: int, turns: int, executor: str, folder: Path) ->
         cwd=folder,
     )
     seconds = time.perf_counter() - began
+    cpu = _children_cpu() - cpu  # every process of the batch: runs, their servers (Ray workers are not)
     if result.returncode != 0:
         sys.exit(f"batch with {workers} workers failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
     done = 0
-    for job in Batch.load(out).jobs:
+    batch = Batch.load(out)
+    for job in batch.jobs:
         finish = last_finish(out / job.run_dir)
         done += finish.turns if finish else 0
-    return seconds, done, load
+    per_run = sum(job.seconds for job in batch.jobs) / len(batch.jobs)
+    return {"seconds": seconds, "turns": done, "cores": cpu / seconds, "per_run": per_run, "load": load}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -64,13 +76,16 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"{args.jobs} runs x {args.turns} turns, {args.executor} executor, {os.cpu_count()} CPUs")
-    print(f"{'workers':>7}  {'seconds':>8}  {'turns':>5}  {'turns/min':>9}  {'load before':>11}")
+    print("workers  seconds  turns  turns/min  cores busy  s per run  load before")
     rates = {}
     with tempfile.TemporaryDirectory(prefix="teachback-batch-bench-") as tmp:
         for workers in args.workers:
-            seconds, turns, load = measure(workers, args.jobs, args.turns, args.executor, Path(tmp))
-            rates[workers] = turns / seconds * 60
-            print(f"{workers:>7}  {seconds:>8.1f}  {turns:>5}  {rates[workers]:>9.2f}  {load:>11.2f}")
+            m = measure(workers, args.jobs, args.turns, args.executor, Path(tmp))
+            rates[workers] = m["turns"] / m["seconds"] * 60
+            print(
+                f"{workers:>7}  {m['seconds']:>7.1f}  {m['turns']:>5.0f}  {rates[workers]:>9.2f}  "
+                f"{m['cores']:>10.2f}  {m['per_run']:>9.1f}  {m['load']:>11.2f}"
+            )
     base = min(rates)
     for workers in sorted(rates):
         if workers != base:

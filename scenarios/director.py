@@ -77,11 +77,15 @@ class Progress:
     # next student in a classroom can follow up; student "" (old transcripts) is the first student
     lessons: list[tuple[str, str, str]] = field(default_factory=list)
 
+    tries: dict[str, int] = field(default_factory=dict)  # objective -> turns spent on it
+
     def next_objective(self) -> str:
-        """The first objective not yet covered; once all are, cycle through them by turn."""
-        for objective in self.objectives:
-            if objective not in self.covered:
-                return objective
+        """The objective not yet covered that had the fewest turns (the first of those); once all are
+        covered, cycle through them by turn. A small student that fails its teach-back again and again
+        on one objective so moves on, and comes back to it with the hint of what went wrong."""
+        uncovered = [o for o in self.objectives if o not in self.covered]
+        if uncovered:
+            return min(uncovered, key=lambda o: self.tries.get(o, 0))
         return self.objectives[(self.next_turn - 1) % len(self.objectives)]
 
     @property
@@ -170,6 +174,7 @@ class Director:
         turn = progress.next_turn
         seat = self.cast.students[(turn - 1) % len(self.cast.students)]
         objective = progress.next_objective()
+        progress.tries[objective] = progress.tries.get(objective, 0) + 1
         self.emit(TurnStarted, turn=turn, objective=objective, student=seat.name)
 
         classmate = self._classmate(progress, seat)

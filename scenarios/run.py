@@ -95,6 +95,8 @@ def progress_from(events: list[Event], objectives: list[str]) -> tuple[Progress,
     progress = Progress(objectives=list(objectives))
     done = 0
     for event in events:
+        if isinstance(event, (TurnAccepted, TurnRejected)):
+            progress.tries[event.objective] = progress.tries.get(event.objective, 0) + 1
         if isinstance(event, TurnAccepted):
             progress.accepted += 1
             progress.lessons.append((event.question, event.answer, event.student))

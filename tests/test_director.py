@@ -110,10 +110,10 @@ def test_turn_rejected_when_retries_run_out(scenario_file, tmp_path) -> None:
     clients = cast(
         student=[
             "What is the capital of Vellmar?",
-            "When was Vellmar founded?",
-            "Founded in 1487 by Almeth.",
+            "What is the currency of Vellmar?",  # turn 2 moves on to the objective not yet tried
+            "The drell, in one hundred pennets.",
         ],
-        teacher=[WRONG_CAPITAL, WRONG_CAPITAL, GOOD_CAPITAL],
+        teacher=[WRONG_CAPITAL, WRONG_CAPITAL, GOOD_CURRENCY],
         judge=[verdict(10), verdict(10), verdict(9)],
     )
     events = run(scenario_file(answer_retries=1), tmp_path, clients)
@@ -143,18 +143,22 @@ def test_failed_teachback_keeps_objective_uncovered_and_steers_next_turn(scenari
         student=[
             "What is the capital of Vellmar?",
             "I dunno.",
+            "What is the currency of Vellmar?",
+            "The currency of Vellmar is the drell, divided into one hundred pennets.",
             "When was Vellmar founded?",
             "Vellmar was founded in 1487 by Queen Almeth; Korrin is the capital.",
         ],
-        teacher=[GOOD_CAPITAL, GOOD_CAPITAL],
-        judge=[verdict(9), verdict(9)],
+        teacher=[GOOD_CAPITAL, GOOD_CURRENCY, GOOD_CAPITAL],
+        judge=[verdict(9), verdict(9), verdict(9)],
     )
-    events = run(scenario_file(), tmp_path, clients)
+    events = run(scenario_file(turns=3), tmp_path, clients)
     starts = [e for e in events if isinstance(e, TurnStarted)]
-    assert [s.objective for s in starts] == ["the capital and founding of Vellmar"] * 2
-    assert "misunderstood" in clients["student"].calls[2].messages[-1].content
+    capital, currency = "the capital and founding of Vellmar", "the currency of Vellmar"
+    # the uncovered objective comes back after the one not yet tried, with what went wrong
+    assert [s.objective for s in starts] == [capital, currency, capital]
+    assert "misunderstood" in clients["student"].calls[4].messages[-1].content
     accepted = [e for e in events if isinstance(e, TurnAccepted)]
-    assert [a.objective_covered for a in accepted] == [False, True]
+    assert [a.objective_covered for a in accepted] == [False, True, True]
 
 
 def test_teacher_failure_ends_run_with_clear_error_and_transcript_intact(scenario_file, tmp_path) -> None:
@@ -223,3 +227,18 @@ def test_existing_run_folder_is_not_overwritten(scenario_file, tmp_path) -> None
     run(scenario_file(turns=1), tmp_path, clients)
     with pytest.raises(RunDirError, match="--resume"):
         run(scenario_file(turns=1), tmp_path, cast([], [], []))
+
+
+def test_resume_rebuilds_turns_spent_per_objective() -> None:
+    from teachback.scenarios.run import progress_from
+    from teachback.transcripts.events import TurnRejected
+
+    a, b = "the capital and founding of Vellmar", "the currency of Vellmar"
+    events = [
+        TurnRejected(t=1.0, turn=1, objective=a, reason="x"),
+        TurnRejected(t=2.0, turn=2, objective=b, reason="y"),
+    ]
+    events.append(TurnRejected(t=3.0, turn=3, objective=a, reason="z"))
+    progress, t = progress_from(events, [a, b])
+    assert progress.tries == {a: 2, b: 1} and progress.next_turn == 4 and t == 3.0
+    assert progress.next_objective() == b  # fewest turns among the uncovered

@@ -101,8 +101,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
             problems.extend(exc.problems)
             continue
         s = loaded.scenario
+        from teachback.scenarios.seats import student_seats, teacher_seats
+
+        teachers, students = teacher_seats(s), student_seats(s)
+        seats = f"{len(teachers)} teacher{'s' * (len(teachers) > 1)}"
+        if s.teachers is not None:
+            seats += f" ({s.panel.select})"
+        seats += f", {len(students)} student{'s' * (len(students) > 1)}"
+        retrieval = sum(not st.fine_tunable for st in students)
+        if retrieval:
+            seats += f" ({retrieval} by retrieval)"
         print(
-            f"{name}: ok ({s.name}: {len(s.objectives)} objectives, {s.turns} turns, "
+            f"{name}: ok ({s.name}: {seats}, {len(s.objectives)} objectives, {s.turns} turns, "
             f"{len(s.quiz)} quiz items)"
         )
     if problems:

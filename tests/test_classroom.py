@@ -183,3 +183,64 @@ def test_bundled_classroom_runs_both_students(tmp_path: Path) -> None:
             namespace = f"classroom-{turn.student}"
             assert turn.question in [t.question for t in store.list(namespace)]
     print(f"classroom, 2 turns: {time.monotonic() - started:.0f} s")
+
+
+def test_a_retrieval_student_is_quizzed_without_then_with_its_notes(
+    scenario_file, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from teachback.scenarios import quiz, rounds
+
+    students = [{"name": "ana"}, {"name": "big", "model": "local/smollm2-135m", "learning": "retrieval"}]
+    clients = three_turns()
+    clients["big"] = clients.pop("ben")
+    path = scenario_file(turns=3, students=students)
+    run(path, tmp_path, clients)
+    asked: list[tuple[str, str, str]] = []  # (model, label, notes for the quiz's first question)
+
+    def fake_quiz_student(items, model, *, adapter, judge_model, label, seed, context):  # type: ignore[no-untyped-def]
+        asked.append((model, label, context(items[0].question) if context else ""))
+        item = quiz.QuizItemResult(items[0].question, items[0].answer, "Korrin", True, 0.9, "ok", True)
+        return quiz.QuizResult([item], label=label, student=model)
+
+    monkeypatch.setattr(quiz, "quiz_student", fake_quiz_student)
+    request = RunRequest(scenario=str(path), memory_dir=tmp_path / "mem")
+    results = rounds.quiz_run(tmp_path / "run", Console(file=io.StringIO()), request)
+    assert [(m, label) for m, label, _ in asked] == [
+        ("local/smollm2-135m", "before-ana"),
+        ("local/smollm2-135m", "before-big"),
+        ("local/smollm2-135m", "after-big"),
+    ]
+    assert asked[1][2] == ""  # before: no notes
+    assert "drell" in asked[2][2] and "Korrin" not in asked[2][2]  # after: notes from big's own memory only
+    assert set(results) == {"ana/before", "big/before", "big/after"}
+    for name in ("quiz-before-ana.json", "quiz-before-big.json", "quiz-after-big.json"):
+        assert (tmp_path / "run" / name).is_file()
+
+
+@pytest.mark.real
+def test_finetune_gives_each_student_its_own_adapter(scenario_file, tmp_path) -> None:
+    from teachback.memory.adapters import list_adapters
+
+    run(scenario_file(turns=3, students=STUDENTS), tmp_path, three_turns())
+    base = [sys.executable, "-m", "teachback.cli", "finetune", "--run-dir", str(tmp_path / "run")]
+    base += ["--memory-dir", str(tmp_path / "mem"), "--epochs", "1", "--val-split", "0", "--no-quiz"]
+    both = subprocess.run(
+        [*base, "--out", "x.gguf"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert both.returncode == 2 and "has 2 students to train" in both.stderr
+    done = subprocess.run(base, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    made = {a.namespace: a for a in list_adapters(tmp_path / ".teachback" / "adapters")}
+    assert set(made) == {"vellmar-test-ana", "vellmar-test-ben"}
+    assert (made["vellmar-test-ana"].n_train, made["vellmar-test-ben"].n_train) == (2, 1)
+    assert (tmp_path / "run" / "finetune-ana.json").is_file() and (
+        tmp_path / "run" / "finetune-ben.json"
+    ).is_file()
+    one = subprocess.run(
+        [*base, "--seat", "ben", "--out", "ben.gguf"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert one.returncode == 0 and (tmp_path / "ben.gguf").is_file()

@@ -100,6 +100,7 @@ class LiteLLMChatClient(ChatClientBase):
         self.timeout = timeout
         self.num_retries = num_retries
         self.seed = seed
+        self._calls = 0
         self._extra = dict(extra or {})
         if llama_server is None:
             llama_server = api_base is not None and model.startswith("openai/")
@@ -142,8 +143,9 @@ class LiteLLMChatClient(ChatClientBase):
             args["api_key"] = self._api_key
         elif self.api_base is not None:
             args["api_key"] = _NO_KEY
-        if self.seed is not None:
-            args["seed"] = self.seed
+        if self.seed is not None:  # a per-call sequence, as the in-process student: reproducible, yet a
+            args["seed"] = self.seed + self._calls  # retried question is not answered the same way again
+        self._calls += 1
         response_format = self._response_format(json_output)
         if response_format is not None:
             args["response_format"] = response_format

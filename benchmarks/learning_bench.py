@@ -2,10 +2,10 @@
 """Did the student learn? The scenario's quiz before, after each round of dialogue + fine-tuning, and the
 grounded teacher's own score on the same quiz (the ceiling), all with the bundled offline models.
 
-    .venv/bin/python benchmarks/learning_bench.py                       # invented-domain, 12 turns, 1 round
-    .venv/bin/python benchmarks/learning_bench.py --rounds 2 --turns 8 --epochs 6 --out /tmp/learning
+    .venv/bin/python benchmarks/learning_bench.py                       # invented-domain, 24 turns, 1 round
+    .venv/bin/python benchmarks/learning_bench.py --rounds 2 --turns 12 --epochs 6 --out /tmp/learning
 
-The same thing by hand: `teachback run invented-domain --turns 12 --rounds 1` (quiz before and after) and
+The same thing by hand: `teachback run invented-domain --turns 24 --rounds 1` (quiz before and after) and
 `teachback quiz invented-domain --student local/smollm2-135m` for the untrained student.
 
 The ceiling is the teacher model answering each quiz question with the knowledge passages the teacher
@@ -28,9 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", default="invented-domain")
-    ap.add_argument("--turns", type=int, default=12)
+    ap.add_argument("--turns", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--rank", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--out", type=Path, default=Path(f"/tmp/teachback-learning-{time.strftime('%H%M%S')}"))

@@ -297,6 +297,10 @@ class Knowledge:
     def __bool__(self) -> bool:
         return bool(self.text.strip())
 
+    def foreign_names(self, text: str) -> list[str]:
+        """Proper names in `text` (not numbers) that the knowledge never mentions."""
+        return [s for s in specifics(text) if not s[:1].isdigit() and s not in self._specifics]
+
     def relevant(self, query: str, k: int = 3) -> list[str]:
         """The k passages that share the most (idf-weighted) content with the query, best first."""
         q = {stem(w) for w in content_words(query)}

@@ -102,6 +102,12 @@ class Rubric:
             return Judgement(0.0, False, "empty question", {})
         if "?" not in question:
             return Judgement(0.0, False, "not a question", {})
+        foreign = self.knowledge.foreign_names(question) if self.knowledge else []
+        if foreign:  # a small student copying its worked examples asks about Egypt, not the scenario
+            reason = (
+                f"off topic for '{objective}': asks about {', '.join(foreign)}, which the notes never name"
+            )
+            return Judgement(0.0, False, reason, {"objective": 0.0, "domain": 0.0})
         specific = {stem(w) for w in content_words(objective)} - topic_words
         shared = len(specific & words)
         on_objective = min(1.0, shared / max(1, min(len(specific), 2)))

@@ -109,6 +109,9 @@ def test_question_relevance(rubric: Rubric) -> None:
     assert rubric.question("When was Vellmar founded?", objective).accepted
     assert not rubric.question("Do you like pizza?", objective).accepted
     assert not rubric.question("", objective).accepted
+    copied = rubric.question("Which river flows through Egypt, the capital of Vellmar?", objective)
+    assert not copied.accepted and "Egypt" not in copied.reason and "egypt" in copied.reason
+    assert rubric.question("Was Korrin the capital of Vellmar in 1487?", objective).accepted  # names it knows
 
 
 def test_teachback(rubric: Rubric) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,7 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     file = Path(path).expanduser()
     raw, root, data = _read_yaml(shown, file)
 
-    lines: dict[Loc, int] = {}
-    problems: list[tuple[int, str]] = []  # (line, "field: message")
-    _map_lines(root, (), lines, problems)
+    lines, problems = map_lines(root)  # problems: (line, "field: message")
     scenario = _validate(data, lines, problems)
     texts, files = _read_knowledge(data.get("knowledge"), file.resolve().parent, lines, problems)
 
@@ -84,24 +83,36 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     )
 
 
-def _read_yaml(shown: str, file: Path) -> tuple[bytes, yaml.MappingNode, dict[str, Any]]:
-    """The file's bytes, its composed node tree and its data; a one-problem ScenarioError otherwise."""
+def read_yaml(
+    shown: str, file: Path, kind: str = "scenario file", formats: str = "YAML"
+) -> tuple[bytes, yaml.Node | None, Any]:
+    """A YAML (or JSON) file's bytes, composed node tree (None when empty) and data.
+
+    Each way it can fail is a one-problem ScenarioError naming `shown` and what the file should be.
+    """
+    expected = f"a {formats} {kind}"
     if not file.exists():
-        raise ScenarioError([f"{shown}: no such scenario file"])
+        raise ScenarioError([f"{shown}: no such {kind}"])
     if not file.is_file():
-        raise ScenarioError([f"{shown}: not a file; expected a YAML scenario file"])
+        raise ScenarioError([f"{shown}: not a file; expected {expected}"])
     try:
         raw = file.read_bytes()
         text = raw.decode("utf-8")
     except OSError as exc:
         raise ScenarioError([f"{shown}: cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError:
-        raise ScenarioError([f"{shown}: not UTF-8 text; expected a YAML scenario file"]) from None
+        raise ScenarioError([f"{shown}: not UTF-8 text; expected {expected}"]) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text) if root is not None else None
     except yaml.YAMLError as exc:
         raise ScenarioError([_yaml_problem(shown, exc)]) from None
+    return raw, root, data
+
+
+def _read_yaml(shown: str, file: Path) -> tuple[bytes, yaml.MappingNode, dict[str, Any]]:
+    """A scenario file's bytes, node tree and data; a one-problem ScenarioError when it is not a mapping."""
+    raw, root, data = read_yaml(shown, file)
     if root is None:
         raise ScenarioError(
             [f"{shown}:1: (file): the file is empty; expected a mapping with name and objectives"]
@@ -113,6 +124,29 @@ def _read_yaml(shown: str, file: Path) -> tuple[bytes, yaml.MappingNode, dict[st
     return raw, root, data
 
 
+def record_errors(
+    exc: ValidationError,
+    lines: dict[Loc, int],
+    problems: list[tuple[int, str]],
+    place: Callable[[Loc], Loc] = lambda loc: loc,
+) -> None:
+    """Each validation error as a `(line, "field: message")` problem; `place` maps a schema location to
+    where it sits in the file (a quiz file's items are a scenario's `quiz:` list)."""
+    for error in exc.errors():
+        # a list-level check (duplicates) names the offending item in ctx["at"]
+        loc = tuple(error["loc"]) + tuple((error.get("ctx") or {}).get("at", ()))
+        here = place(loc)
+        problems.append((_line(lines, here), f"{_dotted(here) or '(top level)'}: {_message(error, loc)}"))
+
+
+def map_lines(root: yaml.Node) -> tuple[dict[Loc, int], list[tuple[int, str]]]:
+    """The line of every key and item under `root`, and the problems found on the way (duplicate keys)."""
+    lines: dict[Loc, int] = {}
+    problems: list[tuple[int, str]] = []
+    _map_lines(root, (), lines, problems)
+    return lines, problems
+
+
 def _validate(
     data: dict[str, Any], lines: dict[Loc, int], problems: list[tuple[int, str]]
 ) -> Scenario | None:
@@ -120,10 +154,7 @@ def _validate(
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        for error in exc.errors():
-            # a list-level check (duplicates) names the offending item in ctx["at"]
-            loc = tuple(error["loc"]) + tuple((error.get("ctx") or {}).get("at", ()))
-            problems.append((_line(lines, loc), f"{_dotted(loc)}: {_message(error, loc)}"))
+        record_errors(exc, lines, problems)
         return None
 
 

@@ -134,9 +134,7 @@ def load_quiz(path: str | Path) -> list[QuizItem]:
 
     Every problem is reported as `file:line: field: message` in one ScenarioError, as the loader does.
     """
-    import yaml
-
-    from teachback.scenarios.loader import _map_lines, _yaml_problem, find_scenario, load_scenario
+    from teachback.scenarios.loader import find_scenario, load_scenario, map_lines, read_yaml
 
     shown = str(path)
     file = Path(path).expanduser()
@@ -145,29 +143,14 @@ def load_quiz(path: str | Path) -> list[QuizItem]:
             file = find_scenario(shown)
         except ScenarioError:
             raise ScenarioError([f"{shown}: no such quiz file or bundled scenario"]) from None
-    if not file.is_file():
-        raise ScenarioError([f"{shown}: not a file; expected a YAML or JSON quiz file"])
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError([f"{shown}: cannot read: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ScenarioError([f"{shown}: not UTF-8 text; expected a YAML or JSON quiz file"]) from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text) if root is not None else None
-    except yaml.YAMLError as exc:
-        raise ScenarioError([_yaml_problem(shown, exc)]) from None
+    _raw, root, data = read_yaml(shown, file, "quiz file", "YAML or JSON")
     if isinstance(data, dict) and set(data) - {"quiz"}:
         items = list(load_scenario(file).scenario.quiz)  # a scenario: validated whole, as `validate` does
         if not items:
             raise ScenarioError([f"{shown}:1: quiz: the scenario has no quiz: section"])
         return items
     prefix: tuple[str, ...] = ("quiz",) if isinstance(data, dict) else ()
-    lines: dict[tuple[str | int, ...], int] = {}
-    problems: list[tuple[int, str]] = []
-    if root is not None:
-        _map_lines(root, (), lines, problems)
+    lines, problems = map_lines(root) if root is not None else ({}, [])
     items_data = data.get("quiz") if isinstance(data, dict) else data
     if not isinstance(items_data, list) or not items_data:
         line = lines.get(prefix, 1)
@@ -189,19 +172,15 @@ def _validate_items(
     """The schema's validation of a scenario's `quiz:` list, with its messages and line numbers."""
     from pydantic import ValidationError
 
-    from teachback.scenarios.loader import _dotted, _line, _message
-    from teachback.scenarios.schema import Scenario
+    from teachback.scenarios.loader import record_errors
+    from teachback.scenarios.schema import QuizItem, Scenario
 
     try:
         Scenario.model_validate({"name": "quiz", "objectives": ["quiz"], "quiz": data})
     except ValidationError as exc:
-        for error in exc.errors():
-            loc = tuple(error["loc"]) + tuple((error.get("ctx") or {}).get("at", ()))
-            here = prefix + loc[1:]  # ("quiz", 2, "keywords") -> the file's own path to it
-            problems.append((_line(lines, here), f"{_dotted(here) or '(top level)'}: {_message(error, loc)}"))
+        # ("quiz", 2, "keywords") -> the file's own path to it
+        record_errors(exc, lines, problems, place=lambda loc: prefix + loc[1:])
         return None
-    from teachback.scenarios.schema import QuizItem
-
     return [QuizItem.model_validate(item) for item in data]
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,3 +44,23 @@ def verdict(score: int, reason: str = "checked") -> str:
 def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in its own folder: nothing lands in the checkout (memory, transcripts, ...)."""
     monkeypatch.chdir(tmp_path)
+
+
+def run_bundled(name: str, tmp_path: Path, turns: int) -> tuple[subprocess.CompletedProcess[str], list]:
+    """`teachback run NAME --turns N --plain --no-quiz` into tmp_path/run (memory in tmp_path/mem), as a
+    user would; asserts it exits 0 and returns the process and the transcript's events."""
+    from teachback.transcripts.reader import read_transcript
+
+    out = tmp_path / "run"
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "teachback.cli", "run", name, "--turns", str(turns), "--plain"]
+        + ["--out", str(out), "--memory-dir", str(tmp_path / "mem"), "--no-quiz"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    print(f"{name}, {turns} turns: {time.monotonic() - started:.0f} s")
+    return result, read_transcript(out / "transcript.jsonl")

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,7 @@ from teachback.scenarios.run import RunRequest, run_scenario, transcript_path
 from teachback.scenarios.seats import student_seats, teacher_seats
 from teachback.transcripts.events import MemoryRecalled, MemoryStored, RunStarted, TurnAccepted
 from teachback.transcripts.reader import read_transcript
-from tests.conftest import verdict
+from tests.conftest import run_bundled, verdict
 
 CAPITAL = "Korrin is the capital of Vellmar. Vellmar was founded in 1487 by Queen Almeth."
 CURRENCY = "The currency of Vellmar is the drell. One drell is divided into one hundred pennets."
@@ -123,7 +120,7 @@ def test_bundled_bidirectional_seats_a_specialist_and_a_retrieval_student() -> N
 
 @pytest.mark.real
 def test_bundled_bidirectional_student_recalls_what_it_was_taught(tmp_path: Path) -> None:
-    out, memory = tmp_path / "run", tmp_path / "mem"
+    memory = tmp_path / "mem"
     earlier = MemoryStore.open(path=memory).add_turn(  # a lesson from an earlier run
         "bidirectional",
         question="Who bred the first Quorra bees?",
@@ -131,17 +128,7 @@ def test_bundled_bidirectional_student_recalls_what_it_was_taught(tmp_path: Path
         run_id="earlier",
         turn=1,
     )
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "teachback.cli", "run", "bidirectional", "--turns", "2", "--plain"]
-        + ["--out", str(out), "--memory-dir", str(memory), "--no-quiz"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    events = read_transcript(out / "transcript.jsonl")
+    result, events = run_bundled("bidirectional", tmp_path, turns=2)
     recalled = [e for e in events if isinstance(e, MemoryRecalled)]
     assert recalled and recalled[0].turn == 1 and earlier.id in recalled[0].ids
     assert {e.name for e in recalled} == {"generalist"}
@@ -149,4 +136,3 @@ def test_bundled_bidirectional_student_recalls_what_it_was_taught(tmp_path: Path
     if first is not None:  # turn 1 was accepted: the second turn can recall it
         assert any(first.id in e.ids for e in recalled if e.turn == 2)
     assert "memory: student generalist recalled" in result.stdout
-    print(f"bidirectional, 2 turns: {time.monotonic() - started:.0f} s")

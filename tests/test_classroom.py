@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from teachback.scenarios.run import RunRequest, run_scenario, transcript_path
 from teachback.scenarios.seats import student_seats
 from teachback.transcripts.events import MemoryStored, RunStarted, TurnAccepted, TurnStarted
 from teachback.transcripts.reader import read_transcript
-from tests.conftest import verdict
+from tests.conftest import run_bundled, verdict
 
 CAPITAL = "Korrin is the capital of Vellmar. Vellmar was founded in 1487 by Queen Almeth."
 CURRENCY = "The currency of Vellmar is the drell. One drell is divided into one hundred pennets."
@@ -161,18 +160,8 @@ def test_summary_counts_each_students_accepted_turns(scenario_file, tmp_path) ->
 
 @pytest.mark.real
 def test_bundled_classroom_runs_both_students(tmp_path: Path) -> None:
-    out, memory = tmp_path / "run", tmp_path / "mem"
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "teachback.cli", "run", "classroom", "--turns", "2", "--plain"]
-        + ["--out", str(out), "--memory-dir", str(memory), "--no-quiz"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    events = read_transcript(out / "transcript.jsonl")
+    memory = tmp_path / "mem"
+    _result, events = run_bundled("classroom", tmp_path, turns=2)
     assert [e.student for e in events if isinstance(e, TurnStarted)] == ["ana", "ben"]
     stored = {e.namespace for e in events if isinstance(e, MemoryStored)}
     assert stored <= {"classroom-ana", "classroom-ben"}
@@ -182,7 +171,6 @@ def test_bundled_classroom_runs_both_students(tmp_path: Path) -> None:
         for turn in accepted:
             namespace = f"classroom-{turn.student}"
             assert turn.question in [t.question for t in store.list(namespace)]
-    print(f"classroom, 2 turns: {time.monotonic() - started:.0f} s")
 
 
 def test_a_retrieval_student_is_quizzed_without_then_with_its_notes(

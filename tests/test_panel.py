@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +24,7 @@ from teachback.transcripts.events import (
 from teachback.transcripts.reader import read_transcript
 from teachback.transcripts.render import LiveRenderer, PlainRenderer
 from teachback.transcripts.replay import replay
-from tests.conftest import verdict
+from tests.conftest import run_bundled, verdict
 
 GOOD = "Korrin is the capital of Vellmar. Vellmar was founded in 1487 by Queen Almeth."
 SHORT = "Korrin is the capital of Vellmar."
@@ -203,18 +200,8 @@ def test_live_panel_of_a_candidate_carries_its_verdict(scenario_file, tmp_path) 
 
 @pytest.mark.real
 def test_bundled_teacher_panel_runs_a_turn(tmp_path: Path) -> None:
+    result, events = run_bundled("teacher-panel", tmp_path, turns=1)
     out = tmp_path / "run"
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "teachback.cli", "run", "teacher-panel", "--turns", "1", "--plain"]
-        + ["--out", str(out), "--memory-dir", str(tmp_path / "mem"), "--no-quiz"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    events = read_transcript(out / "transcript.jsonl")
     names = {s["name"] for s in events[0].seats if s["role"] == "teacher"}
     assert names == {"archivist", "storyteller", "gemma"}
     decisions = [e for e in events if isinstance(e, PanelDecision)]
@@ -231,4 +218,3 @@ def test_bundled_teacher_panel_runs_a_turn(tmp_path: Path) -> None:
     assert "teacher archivist" in result.stdout.split("run summary")[1]
     # archivist, storyteller and the judge share one SmolLM2 server; gemma has its own
     assert len(list(out.glob("llama-server-*.log"))) == 2
-    print(f"panel turn: {time.monotonic() - started:.0f} s")

@@ -23,6 +23,7 @@ from teachback.errors import FinetuneError
 from teachback.memory.adapters import ADAPTERS_DIR
 
 FINETUNE_RECORD = "finetune.json"
+DEFAULT_STUDENT = "local/smollm2-135m"
 
 
 @dataclass
@@ -120,7 +121,9 @@ def run_finetune(args: argparse.Namespace) -> int:
     )
     seats: list[str | None] = [args.seat]
     if args.run_dir is not None and args.seat is None and args.namespace is None:
-        seats = [s.seat for s in trainable_students(args.run_dir)]
+        from teachback.scenarios.run import read_run
+
+        seats = [s.name for s in trainable_students(read_run(args.run_dir)[0])]
         if len(seats) > 1 and args.out is not None:
             raise FinetuneError(
                 f"finetune: --out names one adapter, and {args.run_dir} has {len(seats)} students to train; "
@@ -150,62 +153,25 @@ def _request(args: argparse.Namespace, config: Any, seat: str | None) -> Finetun
     )
 
 
-@dataclass
-class _RunInfo:
-    namespace: str = ""
-    run_id: str = ""
-    student: str = ""
-    judge: str = ""
-    scenario_path: str = ""
-    adapter: str | None = None
-    seat: str = ""
-    learning: str = "finetune"
-    suffix: str = ""  # "" for a run with one student; "-<seat>" names its files in a classroom
-
-
-def run_students(run_dir: Path) -> list[_RunInfo]:
-    """What a recorded run says about each of its students: namespace, id, models, scenario and adapter."""
-    from teachback.errors import RunDirError
+def trainable_students(header: Any, seat: str | None = None) -> list[Any]:
+    """The students of a run (its header) that learn by fine-tuning (`seat`: only that one), as
+    `RecordedStudent`s; a clear error if there is none."""
     from teachback.scenarios.seats import recorded_students
-    from teachback.transcripts.events import RunStarted
-    from teachback.transcripts.reader import read_transcript
 
-    path = run_dir / "transcript.jsonl"
-    if not path.is_file():
-        raise RunDirError(f"{run_dir}: not a run folder (no transcript.jsonl)")
-    header = read_transcript(path, allow_truncated_tail=True)[0]
-    assert isinstance(header, RunStarted)
-    seats = recorded_students(header)
-    return [
-        _RunInfo(
-            namespace=str(seat.get("namespace") or header.scenario),
-            run_id=header.run_id,
-            student=str(seat.get("model", "")),
-            judge=header.models.get("judge", ""),
-            scenario_path=header.scenario_path,
-            adapter=seat.get("adapter"),
-            seat=str(seat.get("name", "student")),
-            learning=str(seat.get("learning", "finetune")),
-            suffix="" if len(seats) == 1 else f"-{seat.get('name')}",
-        )
-        for seat in seats
-    ]
-
-
-def trainable_students(run_dir: Path, seat: str | None = None) -> list[_RunInfo]:
-    """The students of a run that learn by fine-tuning (`seat`: only that one); a clear error if none."""
-    students = run_students(run_dir)
+    students = recorded_students(header)
     if seat is not None:
-        named = [s for s in students if s.seat == seat]
+        named = [s for s in students if s.name == seat]
         if not named:
-            names = ", ".join(s.seat for s in students)
-            raise FinetuneError(f"finetune: {run_dir} has no student {seat!r} (its students: {names})")
+            names = ", ".join(s.name for s in students)
+            raise FinetuneError(
+                f"finetune: run {header.run_id} has no student {seat!r} (its students: {names})"
+            )
         students = named
     trainable = [s for s in students if s.learning == "finetune"]
     if not trainable:
         raise FinetuneError(
-            f"finetune: no student of {run_dir}{f' named {seat!r}' if seat else ''} learns by fine-tuning; "
-            "a retrieval student learns from the memory as it is"
+            f"finetune: no student of run {header.run_id}{f' named {seat!r}' if seat else ''} learns by "
+            "fine-tuning; a retrieval student learns from the memory as it is"
         )
     return trainable
 
@@ -237,40 +203,30 @@ def select_turns(store: Any, request: FinetuneRequest, namespace: str, runs: lis
     return turns
 
 
-def _quiz_items(info: _RunInfo) -> list[Any]:
-    from teachback.errors import TeachbackError
-
-    if not info.scenario_path:
-        return []
-    try:
-        from teachback.scenarios.quiz import load_quiz
-
-        return list(load_quiz(Path(info.scenario_path)))
-    except (TeachbackError, OSError):
-        return []  # the scenario moved or changed: train anyway, without the quiz
-
-
 def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome:
     """Select the turns, estimate memory, quiz the student before, train, quiz after; record it all."""
     from teachback.agents.models import resolve
     from teachback.memory.finetune import TrainConfig, memory_needed
     from teachback.memory.store import MemoryStore
+    from teachback.scenarios.quiz import scenario_quiz
+    from teachback.scenarios.run import read_run
 
     config = request.config or TrainConfig()
-    info = _RunInfo()
+    header = student = None
     if request.run_dir is not None:
-        students = trainable_students(request.run_dir, request.seat)
+        header, _ = read_run(request.run_dir)
+        students = trainable_students(header, request.seat)
         if len(students) > 1:
             raise FinetuneError(
-                f"finetune: {request.run_dir} has several students ({', '.join(s.seat for s in students)}); "
+                f"finetune: {request.run_dir} has several students ({', '.join(s.name for s in students)}); "
                 "name one with --seat, or leave out --out to train each into the registry"
             )
-        info = students[0]
-    namespace = request.namespace or info.namespace
+        student = students[0]
+    namespace = request.namespace or (student.namespace if student else "")
     if not namespace:
         raise FinetuneError("finetune: name the memory namespace (--namespace) or a run folder (--run-dir)")
-    runs = list(request.runs) or ([info.run_id] if info.run_id else [])
-    ref = resolve(request.student or info.student or "local/smollm2-135m")
+    runs = list(request.runs) or ([header.run_id] if header else [])
+    ref = resolve(request.student or (student.model if student else "") or DEFAULT_STUDENT)
     if ref.local_path is None:
         raise FinetuneError(
             f"finetune: the student {ref.spec} is not a local GGUF model; only those train here "
@@ -293,15 +249,17 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
         + (f" of {avail / 2**30:.1f} GiB available" if avail else ""),
         soft_wrap=True,
     )
-    items = _quiz_items(info) if request.quiz else []
-    judge = info.judge or "local/smollm2-135m"
+    items = scenario_quiz(header) if request.quiz and header else []
+    judge = header.models.get("judge", DEFAULT_STUDENT) if header else DEFAULT_STUDENT
+    adapter_before = student.adapter if student else None
+    suffix = student.suffix if student else ""
     outcome_before = None
     if items and request.known_before is not None:
         outcome_before = request.known_before
     elif items:
-        before_adapter = Path(info.adapter) if info.adapter and Path(info.adapter).is_file() else None
+        before_adapter = Path(adapter_before) if adapter_before and Path(adapter_before).is_file() else None
         outcome_before = _quiz(
-            console, items, ref.spec, before_adapter, judge, "before" + info.suffix, request.run_dir
+            console, items, ref.spec, before_adapter, judge, "before" + suffix, request.run_dir
         )
 
     curve: list[list[float]] = []
@@ -321,12 +279,12 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
     outcome = FinetuneOutcome(adapter=Path(result.adapter), result=result, quiz_before=outcome_before)
     if items:
         outcome.quiz_after = _quiz(
-            console, items, ref.spec, Path(result.adapter), judge, "after" + info.suffix, request.run_dir
+            console, items, ref.spec, Path(result.adapter), judge, "after" + suffix, request.run_dir
         )
         b, a = outcome.quiz_before.totals(), outcome.quiz_after.totals()
         console.print(f"quiz: {b['correct']}/{b['n']} before -> {a['correct']}/{a['n']} after fine-tuning")
     if request.run_dir is not None:
-        record = request.run_dir / FINETUNE_RECORD.replace(".json", f"{info.suffix}.json")
+        record = request.run_dir / FINETUNE_RECORD.replace(".json", f"{suffix}.json")
         _write_record(record, result, config, curve, val_curve, need, outcome)
     return outcome
 

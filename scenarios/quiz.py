@@ -166,6 +166,16 @@ def load_quiz(path: str | Path) -> list[QuizItem]:
     return items
 
 
+def scenario_quiz(header: Any) -> list[Any]:
+    """The quiz of the scenario a run came from; empty when it has none, or moved or no longer loads."""
+    if not header.scenario_path:
+        return []
+    try:
+        return list(load_quiz(Path(header.scenario_path)))
+    except ScenarioError:
+        return []
+
+
 def _validate_items(
     data: list[Any], prefix: tuple[str, ...], lines: dict[Any, int], problems: list[tuple[int, str]]
 ) -> list[QuizItem] | None:

@@ -36,23 +36,6 @@ class RoundOutcome:
     quiz_after: Any = None
 
 
-def _header_and_finish(run_dir: Path) -> tuple[Any, Any]:
-    from teachback.transcripts.events import RunFinished, RunStarted
-    from teachback.transcripts.reader import read_transcript
-
-    events = read_transcript(run_dir / "transcript.jsonl", allow_truncated_tail=True)
-    header = events[0]
-    assert isinstance(header, RunStarted)
-    finished = next((e for e in reversed(events) if isinstance(e, RunFinished)), None)
-    return header, finished
-
-
-def _quiz_items(scenario_path: str) -> list[Any]:
-    from teachback.scenarios.quiz import load_quiz
-
-    return list(load_quiz(Path(scenario_path)))
-
-
 def _open_run_memory(header: Any, request: Any) -> tuple[Any, str]:
     """The memory the run stored into (for retrieval students' notes), as the run opened it."""
     from teachback.scenarios.loader import load_scenario
@@ -69,17 +52,19 @@ def quiz_run(run_dir: Path, console: Any, request: Any = None, label: str = "bef
     that learns by retrieval is quizzed twice: without notes ("before") and with the turns of its memory
     most relevant to each question ("after"), as it would see them in its next dialogue.
     """
-    from teachback.memory.finetune_command import run_students
+    from teachback.scenarios.quiz import scenario_quiz
+    from teachback.scenarios.run import read_run
+    from teachback.scenarios.seats import recorded_students
 
-    header, _ = _header_and_finish(run_dir)
-    items = _quiz_items(header.scenario_path)
+    header, _ = read_run(run_dir)
+    items = scenario_quiz(header)
     if not items:
         return {}
     results: dict[str, Any] = {}
     store = None
-    for student in run_students(run_dir):
+    for student in recorded_students(header):
         adapter = Path(student.adapter) if student.adapter else None
-        results[student.seat + "/" + label] = _quiz_seat(
+        results[student.name + "/" + label] = _quiz_seat(
             console, items, header, student, adapter, label + student.suffix, run_dir, None
         )
         if student.learning == "retrieval" and request is not None and not request.no_memory:
@@ -89,7 +74,7 @@ def quiz_run(run_dir: Path, console: Any, request: Any = None, label: str = "bef
                 store, _ns = _open_run_memory(header, request)
             if store is not None:
                 notes = retrieval_context(store, student.namespace)
-                results[student.seat + "/after"] = _quiz_seat(
+                results[student.name + "/after"] = _quiz_seat(
                     console, items, header, student, adapter, "after" + student.suffix, run_dir, notes
                 )
     return results
@@ -108,10 +93,10 @@ def _quiz_seat(
     from teachback.scenarios.quiz import quiz_student
 
     how = "with notes from its memory" if context else "no notes"
-    with console.status(f"quiz ({label}): {len(items)} questions to {student.seat}, {how}..."):
+    with console.status(f"quiz ({label}): {len(items)} questions to {student.name}, {how}..."):
         result = quiz_student(
             items,
-            student.student,
+            student.model,
             adapter=adapter,
             judge_model=header.models["judge"],
             label=label,
@@ -121,7 +106,7 @@ def _quiz_seat(
     result.save(run_dir / f"quiz-{label}.json")
     t = result.totals()
     console.print(
-        f"quiz ({label}, {student.seat}, {how}): {t['correct']}/{t['n']} correct · "
+        f"quiz ({label}, {student.name}, {how}): {t['correct']}/{t['n']} correct · "
         f"judge mean {t['judge_mean']:.2f}"
     )
     return result
@@ -143,8 +128,10 @@ def run_rounds(
     TrainConfig (default: the `teachback finetune` defaults); `clients(round)` replaces the dialogue's
     model clients (tests)."""
     from teachback.memory.finetune import TrainConfig
-    from teachback.memory.finetune_command import FinetuneRequest, run_students, train_from_memory
-    from teachback.scenarios.run import run_scenario
+    from teachback.memory.finetune_command import FinetuneRequest, train_from_memory
+    from teachback.scenarios.quiz import scenario_quiz
+    from teachback.scenarios.run import read_run, run_scenario
+    from teachback.scenarios.seats import recorded_students
 
     if request.resume is not None:
         raise TeachbackError(
@@ -165,12 +152,12 @@ def run_rounds(
             console,
             clients=clients(r) if clients else None,
         )
-        header, finished = _header_and_finish(run_dir)
+        header, finished = read_run(run_dir)
         run_ids.append(header.run_id)
-        students = run_students(run_dir)
-        items = _quiz_items(header.scenario_path) if quiz else []
+        students = recorded_students(header)
+        items = scenario_quiz(header) if quiz else []
         for student in students:
-            known = before.get(student.seat)
+            known = before.get(student.name)
             if known is not None:  # the student entered this round as the last one left it
                 known.save(run_dir / f"quiz-before{student.suffix}.json")
             outcome = RoundOutcome(
@@ -179,13 +166,13 @@ def run_rounds(
                 accepted=finished.accepted if finished else 0,
                 turns=finished.turns if finished else 0,
                 adapter=None,
-                seat=student.seat,
+                seat=student.name,
             )
             if student.learning == "finetune":
                 ft = train_from_memory(
                     FinetuneRequest(
                         run_dir=run_dir,
-                        seat=student.seat,
+                        seat=student.name,
                         runs=list(run_ids),
                         memory_dir=request.memory_dir,
                         memory_url=request.memory_url,
@@ -203,7 +190,7 @@ def run_rounds(
                 if len(students) == 1:
                     adapter = ft.adapter
                 else:
-                    adapters[student.seat] = ft.adapter
+                    adapters[student.name] = ft.adapter
             elif items:
                 from teachback.memory.retrieval import retrieval_context
 
@@ -216,7 +203,7 @@ def run_rounds(
                 outcome.quiz_after = _quiz_seat(
                     console, items, header, student, None, "after" + student.suffix, run_dir, notes
                 )
-            before[student.seat] = outcome.quiz_after
+            before[student.name] = outcome.quiz_after
             outcomes.append(outcome)
     print_summary(console, outcomes)
     return outcomes

@@ -70,6 +70,21 @@ def transcript_path(run_dir: Path) -> Path:
     return run_dir / TRANSCRIPT
 
 
+def read_run(run_dir: Path) -> tuple[Any, Any]:
+    """A run folder's header (RunStarted) and its last RunFinished (None if it never finished)."""
+    from teachback.transcripts.events import RunFinished, RunStarted
+    from teachback.transcripts.reader import read_transcript
+
+    path = transcript_path(run_dir)
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: not a run folder (no {TRANSCRIPT})")
+    events = read_transcript(path, allow_truncated_tail=True)
+    header = events[0]
+    assert isinstance(header, RunStarted)
+    finished = next((e for e in reversed(events) if isinstance(e, RunFinished)), None)
+    return header, finished
+
+
 def new_run_id(scenario_name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", scenario_name.lower()).strip("-")[:40] or "run"
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"

@@ -107,17 +107,42 @@ def seat_record(seat: Seat) -> dict[str, Any]:
     return record
 
 
-def recorded_students(header: Any) -> list[dict[str, Any]]:
-    """The student seats a run's header records (`seat_record`s); a header from before seats, as one."""
-    students = [dict(s) for s in getattr(header, "seats", None) or [] if s.get("role") == STUDENT]
-    if students:
-        return students
+@dataclass(frozen=True)
+class RecordedStudent:
+    """A student as a run's header records it: enough to quiz it or fine-tune it afterwards."""
+
+    name: str
+    model: str
+    namespace: str
+    learning: str
+    adapter: str | None = None
+    suffix: str = ""  # "" when the run had one student; "-<name>" names its files in a classroom
+
+
+def recorded_students(header: Any) -> list[RecordedStudent]:
+    """The students a run's header records (its `seat_record`s); a header from before seats, as one."""
     from teachback.agents.models import resolve
 
-    model = header.models.get(STUDENT, "")
-    record: dict[str, Any] = {"role": STUDENT, "name": STUDENT, "model": model}
-    if header.options.get("adapter"):
-        record["adapter"] = header.options["adapter"]
-    record["namespace"] = header.options.get("memory_namespace") or header.scenario
-    record["learning"] = "finetune" if model and resolve(model).is_local else "retrieval"
-    return [record]
+    records = [s for s in getattr(header, "seats", None) or [] if s.get("role") == STUDENT]
+    if not records:
+        model = header.models.get(STUDENT, "")
+        records = [
+            {
+                "name": STUDENT,
+                "model": model,
+                "adapter": header.options.get("adapter"),
+                "namespace": header.options.get("memory_namespace"),
+                "learning": "finetune" if model and resolve(model).is_local else "retrieval",
+            }
+        ]
+    return [
+        RecordedStudent(
+            name=str(r.get("name", STUDENT)),
+            model=str(r.get("model", "")),
+            namespace=str(r.get("namespace") or header.scenario),
+            learning=str(r.get("learning", "finetune")),
+            adapter=r.get("adapter"),
+            suffix="" if len(records) == 1 else f"-{r.get('name')}",
+        )
+        for r in records
+    ]

@@ -54,7 +54,7 @@ class FinetuneOutcome:
 
 
 def register(subparsers: Any) -> None:
-    from teachback.memory.finetune import DEFAULT_TARGETS
+    from teachback.memory.finetune import DEFAULT_TARGETS, TrainConfig
 
     p = subparsers.add_parser("finetune", help="train a LoRA adapter for the student on the accepted turns")
     p.add_argument("--namespace", help="the memory namespace (default: the run's scenario)")
@@ -80,7 +80,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank)")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine schedule)")
+    p.add_argument("--lr", type=float, default=TrainConfig.learning_rate, help="peak learning rate (cosine)")
     p.add_argument(
         "--targets",
         default=",".join(DEFAULT_TARGETS),

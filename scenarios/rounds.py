@@ -178,7 +178,7 @@ def run_rounds(
                         memory_url=request.memory_url,
                         quiz=quiz,
                         known_before=known,
-                        config=config or TrainConfig(learning_rate=2e-3, seed=header.seed),
+                        config=config or TrainConfig(seed=header.seed),
                     ),
                     console,
                 )

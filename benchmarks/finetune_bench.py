@@ -124,6 +124,7 @@ def config_from(args: argparse.Namespace):
         threads=args.threads,
         lr_schedule=args.schedule,
         first_layer=args.first_layer,
+        base_type=args.base_type,
     )
 
 
@@ -131,15 +132,14 @@ def side_teachback(args: argparse.Namespace, work: Path) -> dict:
     from teachback.memory.finetune import train_lora
 
     t = time.time()
-    res = train_lora(
-        Path(args.model or bundled_model()), TRAIN_QA, work / "teachback.gguf", config_from(args)
-    )
+    adapter = work / f"teachback-{args.base_type}.gguf"
+    res = train_lora(Path(args.model or bundled_model()), TRAIN_QA, adapter, config_from(args))
     return {
         "tokens_per_s": res.tokens_per_s,
         "peak_rss_mb": res.peak_rss_bytes / 2**20,
         "train_loss": res.train_loss,
         "seconds": time.time() - t,
-        "adapter": str(work / "teachback.gguf"),
+        "adapter": str(adapter),
     }
 
 
@@ -303,12 +303,16 @@ def judge(adapter: str | None, threads: int) -> dict:
 
 
 def run_side(side: str, python: str, args: argparse.Namespace, work: Path) -> dict:
-    cmd = [python, __file__, "--side", side, "--work", str(work)] + passthrough(args)
+    """Train one side in a fresh process; `side` is "peft" or "teachback:<base type>"."""
+    kind, _, base_type = side.partition(":")
+    cmd = [python, __file__, "--side", kind, "--work", str(work)] + passthrough(args)
+    if base_type:
+        cmd.append(f"--base-type={base_type}")
     print(f"[{side}] load average (1 min) {load1():.2f}; {' '.join(cmd)}", flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
         sys.exit(f"{side} side failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return json.loads((work / f"{side}.json").read_text())
+    return json.loads((work / f"{kind}.json").read_text())
 
 
 def passthrough(args: argparse.Namespace) -> list[str]:
@@ -347,6 +351,12 @@ def main() -> None:
     ap.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
     ap.add_argument("--first-layer", type=int, default=0, help="adapters only on blocks >= this (both sides)")
     ap.add_argument("--repeats", type=int, default=1, help="train each side this many times; medians")
+    ap.add_argument(
+        "--base-types",
+        help="teachback's training copies of the base to compare, comma-separated (f32,f16,q8_0,base); "
+        "default: TrainConfig's",
+    )
+    ap.add_argument("--base-type", default="f32", help=argparse.SUPPRESS)
     ap.add_argument("--skip-peft", action="store_true")
     ap.add_argument("--no-judge", action="store_true", help="skip the held-out loss and quiz")
     ap.add_argument("--peft-python", help="interpreter with torch, transformers, peft, gguf")
@@ -364,7 +374,11 @@ def main() -> None:
     import statistics
 
     prepare_windows(args, args.work)
-    sides = {"teachback": sys.executable}
+    if not args.base_types:
+        from teachback.memory.finetune import TrainConfig
+
+        args.base_types = TrainConfig.base_type
+    sides = {f"teachback:{b}": sys.executable for b in args.base_types.split(",")}
     if not args.skip_peft:
         sides["peft"] = ensure_peft_python(args.peft_python)
     runs: dict[str, list[dict]] = {s: [] for s in sides}
@@ -390,7 +404,7 @@ def main() -> None:
         f"n_ctx {args.ctx}, lr {args.lr} "
         f"({args.schedule}), {args.threads} threads, {len(TRAIN_QA)} turns; load now {load1():.2f}"
     )
-    header = f"{'':10} {'tokens/s':>9} {'peak RSS':>9} {'train loss':>22} {'held-out':>9} {'trained':>8}"
+    header = f"{'':16} {'tokens/s':>9} {'peak RSS':>9} {'train loss':>22} {'held-out':>9} {'trained':>8}"
     header += f" {'quiz':>6}"
     print(header)
     for side, r in results.items():
@@ -400,11 +414,12 @@ def main() -> None:
         held = f"{r['heldout_answer_nll']:.3f}" if "heldout_answer_nll" in r else "-"
         trn = f"{r['train_answer_nll']:.3f}" if "train_answer_nll" in r else "-"
         quiz = f"{r['quiz']}/{r['quiz_n']}" if "quiz" in r else "-"
-        print(f"{side:10} {tps:>9} {rss:>9} {tl:>22} {held:>9} {trn:>8} {quiz:>6}")
-    if "peft" in results:
-        t, p = results["teachback"], results["peft"]
-        print(f"ratios teachback/PEFT: tokens/s {t['tokens_per_s'] / p['tokens_per_s']:.2f}x (target >= 1), "
-              f"peak RSS {t['peak_rss_mb'] / p['peak_rss_mb']:.2f}x (target <= 0.6)")  # fmt: skip
+        print(f"{side:16} {tps:>9} {rss:>9} {tl:>22} {held:>9} {trn:>8} {quiz:>6}")
+    for side in results:
+        if "peft" in results and side.startswith("teachback"):
+            t, p = results[side], results["peft"]
+            print(f"ratios {side}/PEFT: tokens/s {t['tokens_per_s'] / p['tokens_per_s']:.2f}x (target >= 1), "
+                  f"peak RSS {t['peak_rss_mb'] / p['peak_rss_mb']:.2f}x (target <= 0.6)")  # fmt: skip
     (args.work / "results.json").write_text(json.dumps(results, indent=2))
 
 

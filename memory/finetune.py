@@ -4,9 +4,11 @@
     Llama(model_path=base_model, lora_path=result.adapter)   # the original quantized model + adapter
 
 How (see DESIGN.md, "On-device LoRA fine-tuning with llama.cpp"):
-1. The quantized student is dequantized to F32 once with llama.cpp's own `llama_model_quantize`
-   (cached by the base file's sha256 under ~/.cache/teachback/f32/): ggml's backward pass for
-   quantized or F16 weights re-dequantizes every row per output row (about 6x slower).
+1. The student is copied once to the training type (`TrainConfig.base_type`: F32, F16 or Q8_0) with
+   llama.cpp's own `llama_model_quantize`, cached by the base file's sha256 under
+   ~/.cache/teachback/<type>/. Stock ggml's backward pass re-dequantizes every F16 or quantized row per
+   output row (about 6x slower than F32); with the patched kernels (below) a Q8_0 copy trains at about
+   F32 speed in a quarter of the weight memory.
 2. An initial adapter (A random, B zero: an exact no-op) is written, loaded with
    `llama_adapter_lora_init` and attached; its tensors are found through `cb_eval` during one
    throwaway decode and flagged with `ggml_set_param`; `llama_opt_init` gets a param_filter that
@@ -27,6 +29,13 @@ How (see DESIGN.md, "On-device LoRA fine-tuning with llama.cpp"):
    of the first probes). We find those accumulators in ggml-opt's static context after the first step
    and zero them after every step; the loss curve then matches PyTorch+PEFT on identical windows.
 6. The trained tensors are read back and written as a GGUF LoRA, atomically, with metadata.
+
+Speed: a step is a forward pass (MUL_MAT) and its backward (OUT_PROD, the transposed matmul). Stock ggml
+runs OUT_PROD as a rank-1 update loop at about a third of its matmul speed, and both below PyTorch's
+GEMMs. scripts/setup.sh builds llama.cpp with scripts/patches/llama-cpp-training-gemm.patch, which runs
+both as packed, cache-blocked GEMMs on one register tile (and dequantizes F16/Q8_0 weights while
+packing, so a Q8_0 training copy trains at F32 speed). A stock build trains correctly, about 2x slower;
+`TrainResult.fast_backward` says which one ran. tests/test_training_kernel.py checks the kernels.
 """
 
 from __future__ import annotations
@@ -76,8 +85,10 @@ class TrainConfig:
     min_lr_fraction: float = 0.1  # the cosine ends at learning_rate * this
     weight_decay: float = 0.0
     system_prompt: str | None = None  # None: the chat template's default system prompt, if any
-    # The copy of the base that trains: "f32" (fast backward) or "f16" (half the weight memory; ggml's
-    # backward converts F16 rows again for every output row, so it is slower).
+    # The copy of the student's weights that training runs on (the adapter always loads onto the original
+    # file): "f32" (fastest forward), "q8_0" (a quarter of the weight memory, near-F32 losses), "f16", or
+    # "model" (the file as it is, e.g. Q4_1: least memory; ggml has no fast batched matmul for most
+    # 4-bit types, so its forward pass is slow). See benchmarks/finetune_bench.py --base-types.
     base_type: str = "f32"
     # Adapters only on blocks >= first_layer: the backward pass stops at that block, so training is
     # faster, at some cost in what the adapter can change.
@@ -163,6 +174,7 @@ class TrainResult:
     stopped_early: bool = False
     resumed_from_epoch: int = 0
     truncated_examples: int = 0
+    fast_backward: bool = False  # llama.cpp built with teachback's GEMM out_prod (scripts/patches/)
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -254,7 +266,7 @@ def adapter_params(targets: Sequence[tuple[int, int]], rank: int) -> int:
 
 def estimate_memory(
     *,
-    f32_model_bytes: int,
+    f32_model_bytes: int,  # the training copy's weights (F32, or the smaller copy chosen)
     n_adapter_params: int,
     n_ctx: int,
     n_layer: int,
@@ -330,15 +342,20 @@ def _threads(config: TrainConfig) -> int:
 # ---- the model side ------------------------------------------------------------------------------------
 
 
-BASE_TYPES = {"f32": 0, "f16": 1}  # llama_ftype: ALL_F32, MOSTLY_F16 (1-D tensors stay F32)
+# llama_ftype of each training copy (ALL_F32, MOSTLY_F16, MOSTLY_Q8_0; 1-D tensors stay F32) and its bytes
+# per weight; "model" trains on the student's own file.
+BASE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "model": -1}
+BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32}
 
 
-def f32_copy(base_model: Path, base_sha: str, threads: int, base_type: str = "f32") -> Path:
-    """The F32 (or F16) copy of `base_model`, made with llama.cpp's own quantizer, cached by sha256
-    under ~/.cache/teachback/<type>/ (XDG_CACHE_HOME is honoured)."""
+def training_copy(base_model: Path, base_sha: str, threads: int, base_type: str = "f32") -> Path:
+    """The F32 (or F16, Q8_0) copy of `base_model`, made with llama.cpp's own quantizer, cached by sha256
+    under ~/.cache/teachback/<type>/ (XDG_CACHE_HOME is honoured); `base_model` itself for "model"."""
     from teachback.memory import llama_train as lt
     from teachback.memory.lora import atomic_path
 
+    if base_type == "model":
+        return base_model
     target = cache_dir() / base_type / f"{base_sha}.gguf"
     if target.exists():
         return target
@@ -357,9 +374,9 @@ def f32_copy(base_model: Path, base_sha: str, threads: int, base_type: str = "f3
 
 
 class _Session:
-    """The loaded F32 model, the adapter, and the training context; frees them in reverse order."""
+    """The loaded training copy, the adapter, and the training context; frees them in reverse order."""
 
-    def __init__(self, f32_path: Path, n_ctx: int, threads: int) -> None:
+    def __init__(self, model_path: Path, n_ctx: int, threads: int) -> None:
         from teachback.memory import llama_train as lt
 
         self.lt = lt
@@ -378,9 +395,9 @@ class _Session:
         self.L.llama_backend_init()
         mp = self.L.llama_model_default_params()
         mp.load_mode = 0  # LLAMA_LOAD_MODE_NONE: read the weights into memory
-        self.model = self.L.llama_model_load_from_file(str(f32_path).encode(), mp)
+        self.model = self.L.llama_model_load_from_file(str(model_path).encode(), mp)
         if not self.model:
-            raise FinetuneError(f"llama.cpp could not load the F32 training copy {f32_path}")
+            raise FinetuneError(f"llama.cpp could not load the training copy {model_path}")
         self.vocab = self.L.llama_model_get_vocab(self.model)
         self.n_vocab = self.L.llama_vocab_n_tokens(self.vocab)
 
@@ -701,7 +718,11 @@ def _memory_check(base_model: Path, config: TrainConfig) -> tuple[str, list[Any]
     n_embd = hp("embedding_length", 0)
     n_vocab = len(meta.get("tokenizer.ggml.tokens", [])) or hp("vocab_size", 32000)
     need = estimate_memory(
-        f32_model_bytes=(4 if config.base_type == "f32" else 2) * n_elements,
+        f32_model_bytes=(
+            base_model.stat().st_size
+            if config.base_type == "model"
+            else int(BYTES_PER_WEIGHT[config.base_type] * n_elements)
+        ),
         n_adapter_params=adapter_params([(t.n_in, t.n_out) for t in targets], config.rank),
         n_ctx=config.n_ctx,
         n_layer=hp("block_count", 0),
@@ -768,7 +789,7 @@ def train_lora(
     train_idx, val_idx = split_examples(examples, config.val_split, config.seed)
     report(
         TrainProgress(
-            "prepare", 0, config.epochs, 0, 0, math.nan, 0.0, 0.0, 0.0, "F32 copy of the base model"
+            "prepare", 0, config.epochs, 0, 0, math.nan, 0.0, 0.0, 0.0, f"{config.base_type} training copy"
         )
     )
     from teachback.memory import llama_train as lt
@@ -777,8 +798,8 @@ def train_lora(
     import llama_cpp._logger as llog
 
     prev_level = llog.logger.level
-    llog.set_verbose(False)
-    f32 = f32_copy(base_model, base_sha, threads, config.base_type)
+    llog.set_verbose(os.environ.get("TB_VERBOSE") == "1")
+    train_copy = training_copy(base_model, base_sha, threads, config.base_type)
 
     expected_names = {t.name + s for t in targets for s in (".lora_a", ".lora_b")}
     fingerprint = f"{base_sha[:16]}-{data_sha[:16]}-{config.fingerprint()}"
@@ -802,7 +823,7 @@ def train_lora(
             init_path = lora.write_adapter(
                 Path(tmpdir) / "init.gguf", init_tensors, architecture=arch, alpha=config.alpha
             )
-            session = _Session(f32, config.n_ctx, threads)
+            session = _Session(train_copy, config.n_ctx, threads)
             session.load_adapter(init_path)
         del init_tensors
         params = session.find_tensors(expected_names)
@@ -926,6 +947,7 @@ def train_lora(
             stopped_early=stopped_early,
             resumed_from_epoch=start_epoch,
             truncated_examples=truncated,
+            fast_backward=session.libs.fast_backward,
         )
         result.metadata = {
             "base_model": base_model.name,

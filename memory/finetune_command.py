@@ -54,7 +54,7 @@ class FinetuneOutcome:
 
 
 def register(subparsers: Any) -> None:
-    from teachback.memory.finetune import DEFAULT_TARGETS, TrainConfig
+    from teachback.memory.finetune import BASE_TYPES, DEFAULT_TARGETS, TrainConfig
 
     p = subparsers.add_parser("finetune", help="train a LoRA adapter for the student on the accepted turns")
     p.add_argument("--namespace", help="the memory namespace (default: the run's scenario)")
@@ -88,6 +88,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--ctx", type=int, default=256, help="training window in tokens (multiple of 32, >= 256)")
     p.add_argument("--first-layer", type=int, default=0, help="adapters only on blocks from this one up")
+    p.add_argument(
+        "--base-type",
+        choices=sorted(BASE_TYPES),
+        default=TrainConfig.base_type,
+        help="the copy of the student that trains (default %(default)s; q8_0 needs about 0.7x the memory)",
+    )
     p.add_argument("--val-split", type=float, default=0.1, help="share of turns held out for validation")
     p.add_argument(
         "--early-stop", type=int, metavar="EPOCHS", help="stop after N epochs without a better val"
@@ -115,6 +121,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
         n_ctx=args.ctx,
         first_layer=args.first_layer,
+        base_type=args.base_type,
         val_split=args.val_split,
         early_stop_patience=args.early_stop,
         seed=args.seed,
@@ -276,6 +283,12 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
         f"(estimated {need / 2**20:.0f} MB) · {result.seconds:.0f} s",
         soft_wrap=True,
     )
+    if not result.fast_backward:
+        console.print(
+            "[yellow]note:[/] this llama-cpp-python build lacks teachback's training kernel; "
+            "scripts/setup.sh builds it (fine-tuning runs about 2x faster)",
+            soft_wrap=True,
+        )
     outcome = FinetuneOutcome(adapter=Path(result.adapter), result=result, quiz_before=outcome_before)
     if items:
         outcome.quiz_after = _quiz(
@@ -323,6 +336,7 @@ def _write_record(
         "val_loss_before": result.val_loss_before,
         "val_loss_after": result.val_loss_after,
         "tokens_per_s": result.tokens_per_s,
+        "fast_backward": result.fast_backward,
         "peak_rss_bytes": result.peak_rss_bytes,
         "estimated_bytes": need,
         "seconds": result.seconds,

@@ -128,6 +128,9 @@ class Libs:
     ggml: Any  # ctypes.CDLL of libggml-base
     L: Any  # llama_cpp.llama_cpp (the package's bindings, same library instance)
     get_constant_opt_pars: int  # address of ggml_opt_get_constant_optimizer_params
+    # True when libggml-cpu has the GEMM out_prod of scripts/patches/ (scripts/setup.sh builds it); a stock
+    # build trains correctly too, about 2x slower (its backward pass is a rank-1 update loop).
+    fast_backward: bool = False
 
 
 def _proto(lib: Any, name: str, argtypes: list[Any], restype: Any) -> None:
@@ -194,7 +197,16 @@ def libs() -> Libs:
             f"ggml_tensor_overhead {overhead} B); fine-tuning needs llama-cpp-python=={PINNED_LLAMA_CPP}"
         )
     assert get_const is not None
-    return Libs(llama=llama, ggml=ggml, L=L, get_constant_opt_pars=get_const)
+    return Libs(llama=llama, ggml=ggml, L=L, get_constant_opt_pars=get_const, fast_backward=_patched(libdir))
+
+
+def _patched(libdir: str) -> bool:
+    """Whether libggml-cpu exports the marker of teachback's out_prod patch (scripts/patches/)."""
+    try:
+        cpu = ctypes.CDLL(os.path.join(libdir, "libggml-cpu.so"))
+        return bool(cpu.teachback_out_prod_gemm())
+    except (OSError, AttributeError):
+        return False
 
 
 def tensor(ptr: int) -> GgmlTensor:

@@ -94,7 +94,7 @@ def test_split_examples_is_deterministic_and_keeps_one_for_validation() -> None:
         ("threads", 0, "threads"),
         ("early_stop_patience", 0, "early_stop_patience"),
         ("lr_schedule", "linear", "lr_schedule"),
-        ("base_type", "q8_0", "base_type"),
+        ("base_type", "q4_1", "base_type"),
         ("first_layer", -1, "first_layer"),
     ],
 )

@@ -1,0 +1,216 @@
+"""ggml's matmuls of a training step, checked against numpy in the built library.
+
+scripts/setup.sh builds llama.cpp with scripts/patches/llama-cpp-training-gemm.patch: OUT_PROD (the
+matmul backward) becomes a blocked GEMM, and the F32 forward MUL_MAT over a batch of tokens a packed GEMM
+on the same register tile. These tests build tiny ggml graphs through ctypes and compare both ops with
+numpy in each layout training produces: the weight gradient (contiguous operands), the input gradient (a
+transposed gradient), K/V views with strided rows, grouped-query broadcasting, F16 and Q8_0 weights
+(dequantized while packing, in both ops), and forward batches around the 32-token threshold. Shapes cross the
+kernels' block, panel and tile edges on purpose.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+import pytest
+
+from teachback.memory import llama_train as lt
+
+GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K = 0, 1, 3, 8, 12
+c_p = ctypes.c_void_p
+
+
+class InitParams(ctypes.Structure):
+    _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", c_p), ("no_alloc", ctypes.c_bool)]
+
+
+class Ggml:
+    """The few ggml calls these tests need, bound once."""
+
+    def __init__(self) -> None:
+        import llama_cpp
+
+        libdir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
+        self.base = base = ctypes.CDLL(os.path.join(libdir, "libggml-base.so"))
+        self.cpu = cpu = ctypes.CDLL(os.path.join(libdir, "libggml-cpu.so"))
+        i64 = ctypes.c_int64
+        for lib, name, args, res in [
+            (base, "ggml_init", [InitParams], c_p),
+            (base, "ggml_free", [c_p], None),
+            (base, "ggml_new_tensor_2d", [c_p, ctypes.c_int, i64, i64], c_p),
+            (base, "ggml_new_tensor_3d", [c_p, ctypes.c_int, i64, i64, i64], c_p),
+            (base, "ggml_view_2d", [c_p, c_p, i64, i64, ctypes.c_size_t, ctypes.c_size_t], c_p),
+            (base, "ggml_transpose", [c_p, c_p], c_p),
+            (base, "ggml_out_prod", [c_p, c_p, c_p], c_p),
+            (base, "ggml_mul_mat", [c_p, c_p, c_p], c_p),
+            (base, "ggml_cpy", [c_p, c_p, c_p], c_p),
+            (base, "ggml_new_graph", [c_p], c_p),
+            (base, "ggml_build_forward_expand", [c_p, c_p], None),
+            (base, "ggml_get_data", [c_p], c_p),
+            (base, "ggml_nbytes", [c_p], ctypes.c_size_t),
+            (base, "ggml_quantize_chunk", [ctypes.c_int, c_p, c_p, i64, i64, i64, c_p], ctypes.c_size_t),
+            (cpu, "ggml_graph_compute_with_ctx", [c_p, c_p, ctypes.c_int], ctypes.c_int),
+        ]:
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, res
+        self.ctx = base.ggml_init(InitParams(256 << 20, None, False))
+        assert self.ctx
+
+    def close(self) -> None:
+        self.base.ggml_free(self.ctx)
+
+    def tensor(self, values: np.ndarray, type_: int = GGML_TYPE_F32) -> int:
+        """A ggml tensor holding `values` (numpy shape (ne2, ne1, ne0) or (ne1, ne0)), stored as `type_`."""
+        v = np.ascontiguousarray(values, dtype=np.float32)
+        ne = v.shape[::-1]
+        if len(ne) == 2:
+            t = self.base.ggml_new_tensor_2d(self.ctx, type_, *ne)
+        else:
+            t = self.base.ggml_new_tensor_3d(self.ctx, type_, *ne)
+        dst = self.base.ggml_get_data(t)
+        if type_ == GGML_TYPE_F32:
+            ctypes.memmove(dst, v.ctypes.data, v.nbytes)
+        else:
+            rows = v.size // ne[0]
+            self.base.ggml_quantize_chunk(type_, v.ctypes.data, dst, 0, rows, ne[0], None)
+        return t
+
+    def compute(self, out: int, threads: int, shape: tuple[int, ...]) -> np.ndarray:
+        graph = self.base.ggml_new_graph(self.ctx)
+        self.base.ggml_build_forward_expand(graph, out)
+        assert self.cpu.ggml_graph_compute_with_ctx(self.ctx, graph, threads) == 0
+        n = int(np.prod(shape))
+        buf = (ctypes.c_float * n).from_address(self.base.ggml_get_data(out))
+        return np.array(buf, dtype=np.float32).reshape(shape)
+
+    def as_f32(self, t: int, shape: tuple[int, ...]) -> np.ndarray:
+        """The values a (quantized) tensor really holds, dequantized by ggml itself."""
+        f = self.base.ggml_new_tensor_2d(self.ctx, GGML_TYPE_F32, shape[1], shape[0])
+        return self.compute(self.base.ggml_cpy(self.ctx, t, f), 1, shape)
+
+
+@pytest.fixture
+def g():
+    lt.libs()  # the pinned build, checked
+    ggml = Ggml()
+    yield ggml
+    ggml.close()
+
+
+def ref_out_prod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """numpy OUT_PROD: a (G0, K, N) and b (G, K, M) (ggml order reversed) -> (G, M, N), a broadcast over G."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    rep = b.shape[0] // a.shape[0]
+    return np.einsum("gkn,gkm->gmn", np.repeat(a, rep, axis=0), b)
+
+
+def assert_close(got: np.ndarray, want: np.ndarray) -> None:
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale)
+
+
+RNG = np.random.default_rng(7)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(("n", "k", "m"), [(37, 300, 19), (64, 128, 48), (32, 577, 130), (1, 5, 1)])
+def test_weight_gradient_layout(g, threads, n, k, m):
+    """Both operands contiguous: the gradient of a LoRA matrix (n = rank 32 is the common case)."""
+    a = RNG.standard_normal((k, n)).astype(np.float32)
+    b = RNG.standard_normal((k, m)).astype(np.float32)
+    out = g.base.ggml_out_prod(g.ctx, g.tensor(a), g.tensor(b))
+    assert_close(g.compute(out, threads, (m, n)), ref_out_prod(a[None], b[None])[0])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_input_gradient_layout_with_a_transposed_gradient(g, threads):
+    """dx = out_prod(W, transpose(dy)): src1 is a transposed view, so its rows are k-contiguous."""
+    n, k, m = 72, 260, 33
+    w = RNG.standard_normal((k, n)).astype(np.float32)
+    dy = RNG.standard_normal((m, k)).astype(np.float32)  # ggml ne (k, m); transposed: ne (m, k)
+    out = g.base.ggml_out_prod(g.ctx, g.tensor(w), g.base.ggml_transpose(g.ctx, g.tensor(dy)))
+    assert_close(g.compute(out, threads, (m, n)), ref_out_prod(w[None], dy.T[None])[0])
+
+
+def test_strided_rows_of_a_view(g):
+    """src0 a view whose rows are further apart than its width, as K and V read from the cache."""
+    n, pad, k, m = 48, 16, 150, 20
+    base = RNG.standard_normal((k, n + pad)).astype(np.float32)
+    view = g.base.ggml_view_2d(g.ctx, g.tensor(base), n, k, (n + pad) * 4, 0)
+    b = RNG.standard_normal((k, m)).astype(np.float32)
+    out = g.base.ggml_out_prod(g.ctx, view, g.tensor(b))
+    assert_close(g.compute(out, 2, (m, n)), ref_out_prod(base[None, :, :n], b[None])[0])
+
+
+def test_grouped_query_broadcast(g):
+    """3-D operands where src0 has fewer matrices than src1 (grouped-query attention)."""
+    a = RNG.standard_normal((2, 40, 16)).astype(np.float32)
+    b = RNG.standard_normal((6, 40, 24)).astype(np.float32)
+    out = g.base.ggml_out_prod(g.ctx, g.tensor(a), g.tensor(b))
+    assert_close(g.compute(out, 2, (6, 24, 16)), ref_out_prod(a, b))
+
+
+@pytest.mark.parametrize("type_", [GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_1, GGML_TYPE_Q4_K])
+def test_half_and_quantized_weights(g, type_):
+    """F16 and quantized src0: the weights of a training copy kept smaller than F32, or the student's own."""
+    n, k, m = 256, 200, 40
+    w = RNG.standard_normal((k, n)).astype(np.float32)
+    wt = g.tensor(w, type_)
+    held = g.as_f32(wt, (k, n))
+    assert not np.array_equal(held, w) and np.allclose(held, w, atol=0.6)  # really stored as type_
+    dy = RNG.standard_normal((m, k)).astype(np.float32)
+    out = g.base.ggml_out_prod(g.ctx, wt, g.base.ggml_transpose(g.ctx, g.tensor(dy)))
+    assert_close(g.compute(out, 2, (m, n)), ref_out_prod(held[None], dy.T[None])[0])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(
+    ("k", "n", "m"),
+    [(576, 192, 256), (300, 100, 37), (32, 96, 33), (128, 48, 32), (64, 200, 31), (40, 20, 64)],
+)
+def test_forward_matmul(g, threads, k, n, m):
+    """dst (m, n) = X (m, k) @ W (n, k)^T: whole and partial panels, k blocks, batches of 31 (stock path)
+    and more, and weights narrower than a panel (stock path)."""
+    w = RNG.standard_normal((n, k)).astype(np.float32)
+    x = RNG.standard_normal((m, k)).astype(np.float32)
+    out = g.base.ggml_mul_mat(g.ctx, g.tensor(w), g.tensor(x))
+    want = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T
+    assert_close(g.compute(out, threads, (m, n)), want)
+
+
+@pytest.mark.parametrize("type_", [GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_1])
+@pytest.mark.parametrize(("k", "n", "m"), [(768, 192, 64), (512, 100, 40)])
+def test_forward_matmul_with_half_and_quantized_weights(g, type_, k, n, m):
+    """F16 and quantized weights are dequantized while packing; the activations stay F32, so the result
+    is the dequantized weights' exact product (the stock path quantizes the activations to 8 bits and
+    misses by ~1e-2). K-quants keep upstream's tiled kernel, which runs before this one."""
+    w = RNG.standard_normal((n, k)).astype(np.float32)
+    wt = g.tensor(w, type_)
+    held = g.as_f32(wt, (n, k))
+    x = RNG.standard_normal((m, k)).astype(np.float32)
+    out = g.base.ggml_mul_mat(g.ctx, wt, g.tensor(x))
+    want = np.asarray(x, np.float64) @ np.asarray(held, np.float64).T
+    assert_close(g.compute(out, 2, (m, n)), want)
+
+
+def test_forward_matmul_reads_strided_token_rows(g):
+    """Activations whose rows are a view with a wider stride than their width."""
+    k, pad, n, m = 96, 32, 144, 40
+    w = RNG.standard_normal((n, k)).astype(np.float32)
+    xb = RNG.standard_normal((m, k + pad)).astype(np.float32)
+    x = g.base.ggml_view_2d(g.ctx, g.tensor(xb), k, m, (k + pad) * 4, 0)
+    out = g.base.ggml_mul_mat(g.ctx, g.tensor(w), x)
+    want = np.asarray(xb[:, :k], np.float64) @ np.asarray(w, np.float64).T
+    assert_close(g.compute(out, 2, (m, n)), want)
+
+
+def test_setup_built_the_gemm_kernel():
+    """scripts/setup.sh applies scripts/patches/ to the llama.cpp it builds (a stock one trains 2x slower)."""
+    assert lt.libs().fast_backward, (
+        "llama-cpp-python was built without scripts/patches/llama-cpp-training-gemm.patch; "
+        "remove ~/.cache/teachback/wheels and run scripts/setup.sh"
+    )

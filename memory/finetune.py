@@ -86,10 +86,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     system_prompt: str | None = None  # None: the chat template's default system prompt, if any
     # The copy of the student's weights that training runs on (the adapter always loads onto the original
-    # file): "f32" (fastest forward), "q8_0" (a quarter of the weight memory, near-F32 losses), "f16", or
-    # "model" (the file as it is, e.g. Q4_1: least memory; ggml has no fast batched matmul for most
-    # 4-bit types, so its forward pass is slow). See benchmarks/finetune_bench.py --base-types.
-    base_type: str = "f32"
+    # file): "q8_0" (a quarter of F32's weight memory at about its speed, with the patched kernels),
+    # "f32" (a few % faster, 1.4x the memory), "f16", or "model" (the student's file as it is, e.g. Q4_1:
+    # least memory, the same losses as F32, ~10% slower). See benchmarks/finetune_bench.py --base-types.
+    base_type: str = "q8_0"
     # Adapters only on blocks >= first_layer: the backward pass stops at that block, so training is
     # faster, at some cost in what the adapter can change.
     first_layer: int = 0

@@ -223,17 +223,17 @@ def answer_nll(llm: object, question: str, answer: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def f32_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def copy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
 @pytest.mark.real
 def test_real_training_teaches_the_student(
-    tmp_path: Path, f32_cache: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, copy_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from llama_cpp import Llama
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(f32_cache))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(copy_cache))
     base = bundled_model()
     out = tmp_path / "adapter.gguf"
     reports: list[ft.TrainProgress] = []
@@ -258,7 +258,7 @@ def test_real_training_teaches_the_student(
     assert meta["base_sha256"] == result.base_sha256 == ft.sha256_file(base)
     assert meta["rank"] == 32 and meta["train_loss"] == pytest.approx(result.train_loss)
     assert meta["runs"] == ["run-1"] and meta["val_loss"][0] == pytest.approx(result.val_loss_before)
-    assert (f32_cache / "teachback" / "f32" / f"{result.base_sha256}.gguf").is_file()
+    assert (copy_cache / "teachback" / cfg.base_type / f"{result.base_sha256}.gguf").is_file()
 
     # The adapter loads onto the ORIGINAL quantized model and moves trained answers toward the taught ones.
     trained = [VELLMAR_QA[i] for i in ft.split_examples(VELLMAR_QA, cfg.val_split, cfg.seed)[0]][:3]
@@ -285,9 +285,9 @@ def test_real_training_teaches_the_student(
 
 @pytest.mark.real
 def test_interrupted_training_leaves_no_adapter(
-    tmp_path: Path, f32_cache: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, copy_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(f32_cache))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(copy_cache))
     out = tmp_path / "adapter.gguf"
     out.write_bytes(b"the adapter the student uses now")
 

@@ -353,7 +353,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="train each side this many times; medians")
     ap.add_argument(
         "--base-types",
-        help="teachback's training copies of the base to compare, comma-separated (f32,f16,q8_0,base); "
+        help="teachback's training copies of the base to compare, comma-separated (q8_0,f32,f16,model); "
         "default: TrainConfig's",
     )
     ap.add_argument("--base-type", default="f32", help=argparse.SUPPRESS)

@@ -266,7 +266,7 @@ def adapter_params(targets: Sequence[tuple[int, int]], rank: int) -> int:
 
 def estimate_memory(
     *,
-    f32_model_bytes: int,  # the training copy's weights (F32, or the smaller copy chosen)
+    weight_bytes: int,  # the training copy's weights (F32, or the smaller copy chosen)
     n_adapter_params: int,
     n_ctx: int,
     n_layer: int,
@@ -287,7 +287,7 @@ def estimate_memory(
     per_token = n_layer * (16 * n_embd + 5 * n_ff) + 3 * n_vocab
     activations = 4 * n_ctx * per_token
     adapter = 16 * n_adapter_params
-    return int(f32_model_bytes + adapter + activations + 100 * 2**20)
+    return int(weight_bytes + adapter + activations + 100 * 2**20)
 
 
 def available_memory() -> int | None:
@@ -348,7 +348,7 @@ BASE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "model": -1}
 BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32}
 
 
-def training_copy(base_model: Path, base_sha: str, threads: int, base_type: str = "f32") -> Path:
+def training_copy(base_model: Path, base_sha: str, threads: int, base_type: str) -> Path:
     """The F32 (or F16, Q8_0) copy of `base_model`, made with llama.cpp's own quantizer, cached by sha256
     under ~/.cache/teachback/<type>/ (XDG_CACHE_HOME is honoured); `base_model` itself for "model"."""
     from teachback.memory import llama_train as lt
@@ -691,7 +691,7 @@ def _check_examples(examples: Sequence[tuple[str, str]]) -> list[tuple[str, str]
     return clean
 
 
-def _memory_check(base_model: Path, config: TrainConfig) -> tuple[str, list[Any], int, int]:
+def _memory_check(base_model: Path, config: TrainConfig) -> tuple[str, list[Any], int]:
     """Architecture, target tensors and the estimate; raises FinetuneError when training cannot run."""
     from teachback.memory.lora import model_info, select_targets
 
@@ -718,7 +718,7 @@ def _memory_check(base_model: Path, config: TrainConfig) -> tuple[str, list[Any]
     n_embd = hp("embedding_length", 0)
     n_vocab = len(meta.get("tokenizer.ggml.tokens", [])) or hp("vocab_size", 32000)
     need = estimate_memory(
-        f32_model_bytes=(
+        weight_bytes=(
             base_model.stat().st_size
             if config.base_type == "model"
             else int(BYTES_PER_WEIGHT[config.base_type] * n_elements)
@@ -738,7 +738,7 @@ def _memory_check(base_model: Path, config: TrainConfig) -> tuple[str, list[Any]
             f"needs about {need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB is available; "
             "lower --ctx or --rank, or free memory"
         )
-    return arch, targets, need, 4 * n_elements
+    return arch, targets, need
 
 
 def memory_needed(base_model: Path, config: TrainConfig) -> tuple[int, int | None]:
@@ -747,7 +747,7 @@ def memory_needed(base_model: Path, config: TrainConfig) -> tuple[int, int | Non
     Raises FinetuneError when the architecture cannot train or the estimate exceeds what is available.
     """
     config.validate()
-    _arch, _targets, need, _f32 = _memory_check(Path(base_model), config)
+    _arch, _targets, need = _memory_check(Path(base_model), config)
     return need, available_memory()
 
 
@@ -780,7 +780,7 @@ def train_lora(
     if not base_model.is_file():
         raise FinetuneError(f"{base_model}: base model not found")
     examples = _check_examples(examples)
-    arch, targets, need, _f32_bytes = _memory_check(base_model, config)
+    arch, targets, need = _memory_check(base_model, config)
     threads = _threads(config)
     report = progress or (lambda _p: None)
 
@@ -798,7 +798,7 @@ def train_lora(
     import llama_cpp._logger as llog
 
     prev_level = llog.logger.level
-    llog.set_verbose(os.environ.get("TB_VERBOSE") == "1")
+    llog.set_verbose(False)
     train_copy = training_copy(base_model, base_sha, threads, config.base_type)
 
     expected_names = {t.name + s for t in targets for s in (".lora_a", ".lora_b")}

@@ -125,11 +125,11 @@ def test_lr_schedule_warms_up_then_decays() -> None:
 def test_memory_estimate_grows_with_context_and_rank() -> None:
     dims = {"n_layer": 30, "n_embd": 576, "n_ff": 1536, "n_head": 9, "n_vocab": 49152}
     p32 = ft.adapter_params([(576, 576)] * 210, 32)
-    base = ft.estimate_memory(f32_model_bytes=540 << 20, n_adapter_params=p32, n_ctx=256, **dims)
+    base = ft.estimate_memory(weight_bytes=540 << 20, n_adapter_params=p32, n_ctx=256, **dims)
     assert 1.0 < base / 2**30 < 2.0  # SmolLM2-135M measures about 1.2-1.4 GB
-    assert ft.estimate_memory(f32_model_bytes=540 << 20, n_adapter_params=p32, n_ctx=512, **dims) > base
+    assert ft.estimate_memory(weight_bytes=540 << 20, n_adapter_params=p32, n_ctx=512, **dims) > base
     p64 = ft.adapter_params([(576, 576)] * 210, 64)
-    assert ft.estimate_memory(f32_model_bytes=540 << 20, n_adapter_params=p64, n_ctx=256, **dims) > base
+    assert ft.estimate_memory(weight_bytes=540 << 20, n_adapter_params=p64, n_ctx=256, **dims) > base
 
 
 def test_errors_before_any_model_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/finetune_bench.py                 # both sides, then the comparison
     .venv/bin/python benchmarks/finetune_bench.py --skip-peft     # teachback only
+    .venv/bin/python benchmarks/finetune_bench.py --matmuls auto,f32 --peft-bf16   # with and without AMX
     options: --epochs 6 --rank 32 --lr 2e-3 --ctx 256 --threads 2 --first-layer 0 --repeats 1 --targets ...
 
 Same model (the bundled SmolLM2-135M-Instruct Q4_1; PEFT gets transformers' F32 dequantization of the
@@ -17,6 +18,10 @@ PyTorch is not a teachback dependency: the PEFT side runs in its own venv (defau
 created on first use with `pip install torch==2.13.0 transformers peft gguf`; on these machines that
 torch pin is a CPU build; a plain `torch` would pull a multi-GB CUDA build). Pass --peft-python to
 use another interpreter.
+
+On a CPU with Intel AMX, teachback's default (`--matmuls auto`) runs its matmuls on the AMX tiles in BF16
+with F32 sums; `--matmuls f32` is the F32 kernels. `--peft-bf16` adds PEFT under torch.autocast(bfloat16),
+the same mixed precision on PyTorch's side (oneDNN uses the AMX tiles too).
 
 Measure on an idle machine: llama.cpp's threads spin-wait, so other load slows it far more than torch.
 The script prints the 1-minute load average before each side.
@@ -125,6 +130,7 @@ def config_from(args: argparse.Namespace):
         lr_schedule=args.schedule,
         first_layer=args.first_layer,
         base_type=args.base_type,
+        matmul=args.matmul,
     )
 
 
@@ -132,9 +138,10 @@ def side_teachback(args: argparse.Namespace, work: Path) -> dict:
     from teachback.memory.finetune import train_lora
 
     t = time.time()
-    adapter = work / f"teachback-{args.base_type}.gguf"
+    adapter = work / f"teachback-{args.base_type}-{args.matmul}.gguf"
     res = train_lora(Path(args.model or bundled_model()), TRAIN_QA, adapter, config_from(args))
     return {
+        "matmul": res.matmul,
         "tokens_per_s": res.tokens_per_s,
         "peak_rss_mb": res.peak_rss_bytes / 2**20,
         "train_loss": res.train_loss,
@@ -206,7 +213,9 @@ def side_peft(args: argparse.Namespace, work: Path) -> dict:
             x = torch.tensor(w[:-1]).unsqueeze(0)
             y = torch.tensor(w[1:])
             t = time.perf_counter()
-            loss = torch.nn.functional.cross_entropy(model(input_ids=x).logits[0], y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.peft_precision == "bf16"):
+                logits = model(input_ids=x).logits[0]
+            loss = torch.nn.functional.cross_entropy(logits.float(), y)
             loss.backward()
             opt.step()
             opt.zero_grad()
@@ -226,7 +235,7 @@ def side_peft(args: argparse.Namespace, work: Path) -> dict:
         return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
     state = {k: v.detach().float().numpy() for k, v in model.state_dict().items() if "lora_" in k}
-    out = work / "peft.gguf"
+    out = work / f"peft-{args.peft_precision}.gguf"
     writer = gguf.GGUFWriter(str(out), "llama")
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
@@ -303,11 +312,13 @@ def judge(adapter: str | None, threads: int) -> dict:
 
 
 def run_side(side: str, python: str, args: argparse.Namespace, work: Path) -> dict:
-    """Train one side in a fresh process; `side` is "peft" or "teachback:<base type>"."""
-    kind, _, base_type = side.partition(":")
+    """Train one side in a fresh process: "peft", "peft:bf16" or "teachback:<base type>:<matmul>"."""
+    kind, *opts = side.split(":")
     cmd = [python, __file__, "--side", kind, "--work", str(work)] + passthrough(args)
-    if base_type:
-        cmd.append(f"--base-type={base_type}")
+    if kind == "teachback":
+        cmd += [f"--base-type={opts[0]}", f"--matmul={opts[1]}"]
+    elif opts:
+        cmd.append(f"--peft-precision={opts[0]}")
     print(f"[{side}] load average (1 min) {load1():.2f}; {' '.join(cmd)}", flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
@@ -356,7 +367,15 @@ def main() -> None:
         help="teachback's training copies of the base to compare, comma-separated (q8_0,f32,f16,model); "
         "default: TrainConfig's",
     )
+    ap.add_argument(
+        "--matmuls",
+        help="teachback's matmul settings to compare (auto: AMX BF16 tiles where the CPU has them; f32); "
+        "default: TrainConfig's",
+    )
+    ap.add_argument("--peft-bf16", action="store_true", help="also PEFT under torch.autocast(bfloat16)")
     ap.add_argument("--base-type", default="f32", help=argparse.SUPPRESS)
+    ap.add_argument("--matmul", default="auto", help=argparse.SUPPRESS)
+    ap.add_argument("--peft-precision", default="f32", help=argparse.SUPPRESS)
     ap.add_argument("--skip-peft", action="store_true")
     ap.add_argument("--no-judge", action="store_true", help="skip the held-out loss and quiz")
     ap.add_argument("--peft-python", help="interpreter with torch, transformers, peft, gguf")
@@ -374,13 +393,15 @@ def main() -> None:
     import statistics
 
     prepare_windows(args, args.work)
-    if not args.base_types:
-        from teachback.memory.finetune import TrainConfig
+    from teachback.memory.finetune import TrainConfig
 
-        args.base_types = TrainConfig.base_type
-    sides = {f"teachback:{b}": sys.executable for b in args.base_types.split(",")}
+    base_types = (args.base_types or TrainConfig.base_type).split(",")
+    matmuls = (args.matmuls or TrainConfig.matmul).split(",")
+    sides = {f"teachback:{b}:{m}": sys.executable for b in base_types for m in matmuls}
     if not args.skip_peft:
         sides["peft"] = ensure_peft_python(args.peft_python)
+        if args.peft_bf16:
+            sides["peft:bf16"] = sides["peft"]
     runs: dict[str, list[dict]] = {s: [] for s in sides}
     for _ in range(args.repeats):
         for side, py in sides.items():
@@ -393,6 +414,7 @@ def main() -> None:
             "train_loss": rs[-1]["train_loss"],
             "adapter": rs[-1]["adapter"],
             "all_tokens_per_s": [round(r["tokens_per_s"], 1) for r in rs],
+            "matmul": rs[-1].get("matmul", ""),
         }
     if not args.no_judge:
         results["base"] = {"adapter": None}
@@ -404,7 +426,7 @@ def main() -> None:
         f"n_ctx {args.ctx}, lr {args.lr} "
         f"({args.schedule}), {args.threads} threads, {len(TRAIN_QA)} turns; load now {load1():.2f}"
     )
-    header = f"{'':16} {'tokens/s':>9} {'peak RSS':>9} {'train loss':>22} {'held-out':>9} {'trained':>8}"
+    header = f"{'':22} {'tokens/s':>9} {'peak RSS':>9} {'train loss':>22} {'held-out':>9} {'trained':>8}"
     header += f" {'quiz':>6}"
     print(header)
     for side, r in results.items():
@@ -414,12 +436,17 @@ def main() -> None:
         held = f"{r['heldout_answer_nll']:.3f}" if "heldout_answer_nll" in r else "-"
         trn = f"{r['train_answer_nll']:.3f}" if "train_answer_nll" in r else "-"
         quiz = f"{r['quiz']}/{r['quiz_n']}" if "quiz" in r else "-"
-        print(f"{side:16} {tps:>9} {rss:>9} {tl:>22} {held:>9} {trn:>8} {quiz:>6}")
+        print(f"{side:22} {tps:>9} {rss:>9} {tl:>22} {held:>9} {trn:>8} {quiz:>6}")
     for side in results:
-        if "peft" in results and side.startswith("teachback"):
-            t, p = results[side], results["peft"]
-            print(f"ratios {side}/PEFT: tokens/s {t['tokens_per_s'] / p['tokens_per_s']:.2f}x (target >= 1), "
-                  f"peak RSS {t['peak_rss_mb'] / p['peak_rss_mb']:.2f}x (target <= 0.6)")  # fmt: skip
+        for peft in ("peft", "peft:bf16"):
+            if peft in results and side.startswith("teachback"):
+                t, p = results[side], results[peft]
+                print(f"ratios {side} ({t['matmul']} matmuls)/{peft}: tokens/s "
+                      f"{t['tokens_per_s'] / p['tokens_per_s']:.2f}x (target >= 1), "
+                      f"peak RSS {t['peak_rss_mb'] / p['peak_rss_mb']:.2f}x (target <= 0.6)")  # fmt: skip
+        if side.startswith("teachback") and "all_tokens_per_s" in results.get("peft", {}):
+            pairs = zip(results[side]["all_tokens_per_s"], results["peft"]["all_tokens_per_s"], strict=True)
+            print(f"  per repeat vs peft: {' '.join(f'{a / b:.2f}' for a, b in pairs)}")
     (args.work / "results.json").write_text(json.dumps(results, indent=2))
 
 

@@ -34,8 +34,12 @@ Speed: a step is a forward pass (MUL_MAT) and its backward (OUT_PROD, the transp
 runs OUT_PROD as a rank-1 update loop at about a third of its matmul speed, and both below PyTorch's
 GEMMs. scripts/setup.sh builds llama.cpp with scripts/patches/llama-cpp-training-gemm.patch, which runs
 both as packed, cache-blocked GEMMs on one register tile (and dequantizes F16/Q8_0 weights while
-packing, so a Q8_0 training copy trains at F32 speed). A stock build trains correctly, about 2x slower;
-`TrainResult.fast_backward` says which one ran. tests/test_training_kernel.py checks the kernels.
+packing, so a Q8_0 training copy trains at F32 speed). On CPUs with Intel AMX (Sapphire Rapids and
+later) the patch runs the same matmuls on the tile unit in BF16 with F32 sums, and the trainer turns that on
+for the LoRA tensors too while it trains (`TrainConfig.matmul`, "auto"): mixed precision as torch.autocast
+does, with the adapter, its gradients and AdamW in F32. A stock build trains correctly, about 2x slower;
+`TrainResult.fast_backward` and `TrainResult.matmul` say what ran. tests/test_training_kernel.py checks the
+kernels.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ KNOWN_TARGETS = frozenset(DEFAULT_TARGETS)
 # Architectures whose llama.cpp training graph has been run end to end with this trainer.
 TRAINABLE_ARCHITECTURES = frozenset({"llama"})
 LR_SCHEDULES = ("constant", "cosine")
+MATMULS = ("auto", "f32")
 
 
 @dataclass
@@ -90,6 +95,9 @@ class TrainConfig:
     # "f32" (a few % faster, 1.4x the memory), "f16", or "model" (the student's file as it is, e.g. Q4_1:
     # least memory, the same losses as F32, ~10% slower). See benchmarks/finetune_bench.py --base-types.
     base_type: str = "q8_0"
+    # "auto": BF16 products on Intel AMX tiles where the CPU has them (F32 sums; the adapter, its
+    # gradients and AdamW stay F32), else F32; "f32": F32 matmuls everywhere.
+    matmul: str = "auto"
     # Adapters only on blocks >= first_layer: the backward pass stops at that block, so training is
     # faster, at some cost in what the adapter can change.
     first_layer: int = 0
@@ -125,6 +133,8 @@ class TrainConfig:
             problems.append(f"weight_decay must be in [0, 1] (got {self.weight_decay})")
         if self.first_layer < 0:
             problems.append(f"first_layer must be >= 0 (got {self.first_layer})")
+        if self.matmul not in MATMULS:
+            problems.append(f"matmul must be one of {MATMULS} (got {self.matmul!r})")
         if self.base_type not in BASE_TYPES:
             problems.append(f"base_type must be one of {sorted(BASE_TYPES)} (got {self.base_type!r})")
         if problems:
@@ -175,6 +185,7 @@ class TrainResult:
     resumed_from_epoch: int = 0
     truncated_examples: int = 0
     fast_backward: bool = False  # llama.cpp built with teachback's GEMM out_prod (scripts/patches/)
+    matmul: str = "f32"  # what the matmuls ran as: "amx-bf16" or "f32"
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -344,8 +355,8 @@ def _threads(config: TrainConfig) -> int:
 
 # llama_ftype of each training copy (ALL_F32, MOSTLY_F16, MOSTLY_Q8_0; 1-D tensors stay F32) and its bytes
 # per weight; "model" trains on the student's own file.
-BASE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "model": -1}
-BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32}
+BASE_TYPES = {"f32": 0, "f16": 1, "bf16": 32, "q8_0": 7, "model": -1}
+BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
 
 
 def training_copy(base_model: Path, base_sha: str, threads: int, base_type: str) -> Path:
@@ -797,6 +808,10 @@ def train_lora(
     lt.libs()
     import llama_cpp._logger as llog
 
+    amx_before = lt.amx_mode()
+    # TEACHBACK_AMX=0 (or a CPU without AMX) leaves it off; "auto" extends it to the F32 (LoRA) operands
+    amx = lt.amx_mode(lt.AMX_ALL if config.matmul == "auto" and amx_before else lt.AMX_OFF)
+
     prev_level = llog.logger.level
     llog.set_verbose(False)
     train_copy = training_copy(base_model, base_sha, threads, config.base_type)
@@ -948,6 +963,7 @@ def train_lora(
             resumed_from_epoch=start_epoch,
             truncated_examples=truncated,
             fast_backward=session.libs.fast_backward,
+            matmul="amx-bf16" if amx == lt.AMX_ALL else "f32",
         )
         result.metadata = {
             "base_model": base_model.name,
@@ -957,6 +973,7 @@ def train_lora(
             "targets": ",".join(config.targets),
             "n_ctx": config.n_ctx,
             "learning_rate": config.learning_rate,
+            "matmul": result.matmul,
             "epochs": epochs_run,
             "best_epoch": best_epoch,
             "n_train": len(train_ex),
@@ -972,6 +989,7 @@ def train_lora(
     finally:
         if session is not None:
             session.close()
+        lt.amx_mode(amx_before)
         llog.logger.setLevel(prev_level)
 
 

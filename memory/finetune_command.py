@@ -54,7 +54,7 @@ class FinetuneOutcome:
 
 
 def register(subparsers: Any) -> None:
-    from teachback.memory.finetune import BASE_TYPES, DEFAULT_TARGETS, TrainConfig
+    from teachback.memory.finetune import BASE_TYPES, DEFAULT_TARGETS, MATMULS, TrainConfig
 
     p = subparsers.add_parser("finetune", help="train a LoRA adapter for the student on the accepted turns")
     p.add_argument("--namespace", help="the memory namespace (default: the run's scenario)")
@@ -95,6 +95,13 @@ def register(subparsers: Any) -> None:
         help="the copy of the student that trains: q8_0 (default), f32 (a few %% faster, 1.4x the "
         "memory), f16, or model (the student file itself: least memory, ~10%% slower)",
     )
+    p.add_argument(
+        "--matmul",
+        choices=MATMULS,
+        default=TrainConfig.matmul,
+        help="auto (default): BF16 products on Intel AMX tiles where the CPU has them (F32 sums, F32 "
+        "adapter and optimizer), else F32; f32: F32 everywhere",
+    )
     p.add_argument("--val-split", type=float, default=0.1, help="share of turns held out for validation")
     p.add_argument(
         "--early-stop", type=int, metavar="EPOCHS", help="stop after N epochs without a better val"
@@ -123,6 +130,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         n_ctx=args.ctx,
         first_layer=args.first_layer,
         base_type=args.base_type,
+        matmul=args.matmul,
         val_split=args.val_split,
         early_stop_patience=args.early_stop,
         seed=args.seed,
@@ -280,7 +288,8 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
         console.print(f"held-out answer loss: {before:.3f} -> {after:.3f}")
     console.print(
         f"train loss per epoch: {' '.join(f'{x:.3f}' for x in result.train_loss)} · "
-        f"{result.tokens_per_s:.0f} tok/s · peak RSS {result.peak_rss_bytes / 2**20:.0f} MB "
+        f"{result.tokens_per_s:.0f} tok/s ({result.matmul} matmuls) · "
+        f"peak RSS {result.peak_rss_bytes / 2**20:.0f} MB "
         f"(estimated {need / 2**20:.0f} MB) · {result.seconds:.0f} s",
         soft_wrap=True,
     )
@@ -338,6 +347,7 @@ def _write_record(
         "val_loss_after": result.val_loss_after,
         "tokens_per_s": result.tokens_per_s,
         "fast_backward": result.fast_backward,
+        "matmul": result.matmul,
         "peak_rss_bytes": result.peak_rss_bytes,
         "estimated_bytes": need,
         "seconds": result.seconds,

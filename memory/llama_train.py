@@ -131,6 +131,8 @@ class Libs:
     # True when libggml-cpu has the GEMM out_prod of scripts/patches/ (scripts/setup.sh builds it); a stock
     # build trains correctly too, about 2x slower (its backward pass is a rank-1 update loop).
     fast_backward: bool = False
+    # The patched libggml-cpu that libllama runs (with its `teachback_amx` switch); None on a stock build.
+    cpu: Any = None
 
 
 def _proto(lib: Any, name: str, argtypes: list[Any], restype: Any) -> None:
@@ -197,16 +199,38 @@ def libs() -> Libs:
             f"ggml_tensor_overhead {overhead} B); fine-tuning needs llama-cpp-python=={PINNED_LLAMA_CPP}"
         )
     assert get_const is not None
-    return Libs(llama=llama, ggml=ggml, L=L, get_constant_opt_pars=get_const, fast_backward=_patched(libdir))
+    cpu = _patched_cpu(libdir)
+    return Libs(
+        llama=llama, ggml=ggml, L=L, get_constant_opt_pars=get_const, fast_backward=cpu is not None, cpu=cpu
+    )
 
 
-def _patched(libdir: str) -> bool:
-    """Whether libggml-cpu exports the marker of teachback's out_prod patch (scripts/patches/)."""
+def _patched_cpu(libdir: str) -> Any:
+    """libggml-cpu when it has teachback's kernels (scripts/patches/), else None.
+
+    The wheel holds separate copies under each name, and a copy loaded by another name is a separate
+    instance with its own settings: this opens libggml-cpu.so.0, the one libllama is linked against."""
     try:
-        cpu = ctypes.CDLL(os.path.join(libdir, "libggml-cpu.so"))
-        return bool(cpu.teachback_out_prod_gemm())
+        cpu = ctypes.CDLL(os.path.join(libdir, "libggml-cpu.so.0"))
+        if not cpu.teachback_out_prod_gemm():
+            return None
+        _proto(cpu, "teachback_amx", [ctypes.c_int], ctypes.c_int)
+        return cpu
     except (OSError, AttributeError):
-        return False
+        return None
+
+
+AMX_OFF, AMX_WEIGHTS, AMX_ALL = 0, 1, 2
+
+
+def amx_mode(mode: int = -1) -> int:
+    """Set where llama.cpp uses Intel AMX tiles (BF16 products, F32 sums) and return the mode in effect.
+
+    0: nowhere; 1 (the library's default): matmuls with BF16 or quantized weights; 2: F32 operands too (the
+    LoRA tensors and their gradients; the trainer sets it while it trains). A negative `mode` only asks.
+    Always 0 on a CPU without AMX, under TEACHBACK_AMX=0 until set here, and on a stock build."""
+    cpu = libs().cpu
+    return int(cpu.teachback_amx(mode)) if cpu is not None else AMX_OFF
 
 
 def tensor(ptr: int) -> GgmlTensor:

@@ -9,6 +9,7 @@ import pytest
 
 from teachback.errors import FinetuneError, TeachbackError
 from teachback.memory import finetune as ft
+from teachback.memory import llama_train as lt
 from teachback.memory import lora
 
 VELLMAR_QA = [
@@ -95,6 +96,7 @@ def test_split_examples_is_deterministic_and_keeps_one_for_validation() -> None:
         ("early_stop_patience", 0, "early_stop_patience"),
         ("lr_schedule", "linear", "lr_schedule"),
         ("base_type", "q4_1", "base_type"),
+        ("matmul", "bf16", "matmul"),
         ("first_layer", -1, "first_layer"),
     ],
 )
@@ -238,6 +240,7 @@ def test_real_training_teaches_the_student(
     out = tmp_path / "adapter.gguf"
     reports: list[ft.TrainProgress] = []
     cfg = ft.TrainConfig(epochs=4, learning_rate=2e-3, seed=0)
+    amx_before = lt.amx_mode()
     result = ft.train_lora(
         base,
         VELLMAR_QA,
@@ -259,6 +262,9 @@ def test_real_training_teaches_the_student(
     assert meta["rank"] == 32 and meta["train_loss"] == pytest.approx(result.train_loss)
     assert meta["runs"] == ["run-1"] and meta["val_loss"][0] == pytest.approx(result.val_loss_before)
     assert (copy_cache / "teachback" / cfg.base_type / f"{result.base_sha256}.gguf").is_file()
+    # AMX BF16 tiles for every matmul while training where the CPU has them; the library's mode is put back
+    assert result.matmul == ("amx-bf16" if amx_before else "f32") == meta["matmul"]
+    assert lt.amx_mode() == amx_before
 
     # The adapter loads onto the ORIGINAL quantized model and moves trained answers toward the taught ones.
     trained = [VELLMAR_QA[i] for i in ft.split_examples(VELLMAR_QA, cfg.val_split, cfg.seed)[0]][:3]
@@ -295,7 +301,9 @@ def test_interrupted_training_leaves_no_adapter(
         if p.phase == "train":
             raise KeyboardInterrupt
 
+    amx_before = lt.amx_mode()
     with pytest.raises(KeyboardInterrupt):
         ft.train_lora(bundled_model(), VELLMAR_QA, out, ft.TrainConfig(epochs=1), progress=interrupt)
     assert out.read_bytes() == b"the adapter the student uses now"
+    assert lt.amx_mode() == amx_before
     assert [p.name for p in tmp_path.iterdir()] == ["adapter.gguf"]

@@ -7,6 +7,10 @@ numpy in each layout training produces: the weight gradient (contiguous operands
 transposed gradient), K/V views with strided rows, grouped-query broadcasting, F16 and Q8_0 weights
 (dequantized while packing, in both ops), and forward batches around the 32-token threshold. Shapes cross the
 kernels' block, panel and tile edges on purpose.
+
+On CPUs with Intel AMX the patch also has tile kernels (BF16 products, F32 sums). The tests above run with
+them off (`teachback_amx(0)`); the `amx` tests check them against numpy on the BF16-rounded operands, tight
+enough that a wrong layout, a missed block or an F32 operand left unrounded fails; elsewhere they skip.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import pytest
 from teachback.memory import llama_train as lt
 
 GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K = 0, 1, 3, 8, 12
+GGML_TYPE_BF16 = 30
 c_p = ctypes.c_void_p
 
 
@@ -53,6 +58,7 @@ class Ggml:
             (base, "ggml_nbytes", [c_p], ctypes.c_size_t),
             (base, "ggml_quantize_chunk", [ctypes.c_int, c_p, c_p, i64, i64, i64, c_p], ctypes.c_size_t),
             (cpu, "ggml_graph_compute_with_ctx", [c_p, c_p, ctypes.c_int], ctypes.c_int),
+            (cpu, "teachback_amx", [ctypes.c_int], ctypes.c_int),
         ]:
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = args, res
@@ -61,6 +67,10 @@ class Ggml:
 
     def close(self) -> None:
         self.base.ggml_free(self.ctx)
+
+    def amx(self, mode: int = -1) -> int:
+        """Set the AMX mode (0 off, 1 BF16/quantized weights, 2 F32 operands too); the mode in effect."""
+        return int(self.cpu.teachback_amx(mode))
 
     def tensor(self, values: np.ndarray, type_: int = GGML_TYPE_F32) -> int:
         """A ggml tensor holding `values` (numpy shape (ne2, ne1, ne0) or (ne1, ne0)), stored as `type_`."""
@@ -96,7 +106,10 @@ class Ggml:
 def g():
     lt.libs()  # the pinned build, checked
     ggml = Ggml()
+    before = ggml.amx()
+    ggml.amx(0)  # the F32 kernels; the amx tests below turn the tiles on
     yield ggml
+    ggml.amx(before)
     ggml.close()
 
 
@@ -154,7 +167,9 @@ def test_grouped_query_broadcast(g):
     assert_close(g.compute(out, 2, (6, 24, 16)), ref_out_prod(a, b))
 
 
-@pytest.mark.parametrize("type_", [GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_1, GGML_TYPE_Q4_K])
+@pytest.mark.parametrize(
+    "type_", [GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_1, GGML_TYPE_Q4_K]
+)
 def test_half_and_quantized_weights(g, type_):
     """F16 and quantized src0: the weights of a training copy kept smaller than F32, or the student's own."""
     n, k, m = 256, 200, 40
@@ -182,7 +197,7 @@ def test_forward_matmul(g, threads, k, n, m):
     assert_close(g.compute(out, threads, (m, n)), want)
 
 
-@pytest.mark.parametrize("type_", [GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_1])
+@pytest.mark.parametrize("type_", [GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_1])
 @pytest.mark.parametrize(("k", "n", "m"), [(768, 192, 64), (512, 100, 40)])
 def test_forward_matmul_with_half_and_quantized_weights(g, type_, k, n, m):
     """F16 and quantized weights are dequantized while packing; the activations stay F32, so the result
@@ -214,3 +229,114 @@ def test_setup_built_the_gemm_kernel():
         "llama-cpp-python was built without scripts/patches/llama-cpp-training-gemm.patch; "
         "remove ~/.cache/teachback/wheels and run scripts/setup.sh"
     )
+
+
+# ---- the AMX tile kernels (BF16 products, F32 sums) ------------------------------------------------------
+
+
+def bf16(x: np.ndarray) -> np.ndarray:
+    """x rounded to BF16 (to nearest, ties to even, as the kernels round), as float64."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+@pytest.fixture
+def amx(g):
+    if g.amx(1) != 1:
+        pytest.skip("this CPU has no AMX-BF16 tiles (or the kernel does not grant them)")
+    return g
+
+
+def test_bf16_rounding_reference():
+    """The reference rounding itself: ties go to even, and the result keeps 8 significant bits."""
+    x = np.array([1.0 + 2**-8, 1.0 + 3 * 2**-8, 1.0 + 2**-9, -2.5, 3.14159], dtype=np.float32)
+    np.testing.assert_array_equal(bf16(x), [1.0, 1.0 + 2**-6, 1.0, -2.5, 3.140625])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("type_", [GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_1])
+@pytest.mark.parametrize(("k", "n", "m"), [(576, 192, 256), (320, 100, 37), (64, 40, 70)])
+def test_amx_forward_matmul(amx, threads, type_, k, n, m):
+    """BF16 and quantized weights on the tiles: whole and partial 32-blocks of tokens and columns, weights
+    read in place (BF16, k a multiple of 32) or converted first, and fewer panels than threads."""
+    w = RNG.standard_normal((n, k)).astype(np.float32)
+    wt = amx.tensor(w, type_)
+    held = amx.as_f32(wt, (n, k))
+    x = RNG.standard_normal((m, k)).astype(np.float32)
+    out = amx.base.ggml_mul_mat(amx.ctx, wt, amx.tensor(x))
+    got = amx.compute(out, threads, (m, n))
+    assert_close(got, bf16(x) @ bf16(held).T)
+    exact = np.asarray(x, np.float64) @ np.asarray(held, np.float64).T
+    assert np.abs(got - exact).max() > 1e-3  # really rounded: the F32 kernel would match `exact`
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("type_", "n", "k", "m"),
+    [
+        (GGML_TYPE_BF16, 576, 256, 256),
+        (GGML_TYPE_Q8_0, 576, 256, 256),
+        (GGML_TYPE_BF16, 100, 2100, 45),
+        (GGML_TYPE_Q8_0, 160, 2100, 45),
+        (GGML_TYPE_BF16, 64, 70, 32),
+    ],
+)
+def test_amx_input_gradient(amx, threads, type_, n, k, m):
+    """dx = out_prod(W, transpose(dy)) with BF16/quantized W: k past one 2048 block (the second block adds
+    onto the first), k not a multiple of 32, partial row and column blocks (rows of Q8_0 are whole blocks)."""
+    w = RNG.standard_normal((k, n)).astype(np.float32)
+    wt = amx.tensor(w, type_)
+    held = amx.as_f32(wt, (k, n))
+    dy = RNG.standard_normal((m, k)).astype(np.float32)
+    out = amx.base.ggml_out_prod(amx.ctx, wt, amx.base.ggml_transpose(amx.ctx, amx.tensor(dy)))
+    assert_close(amx.compute(out, threads, (m, n)), bf16(dy) @ bf16(held))
+
+
+def test_amx_mode_1_leaves_f32_operands_exact_and_mode_2_rounds_them(amx):
+    """Mode 1 (the library's default) keeps F32 weights on the F32 kernels; mode 2 (training) rounds them."""
+    k, n, m = 256, 64, 48
+    w = RNG.standard_normal((n, k)).astype(np.float32)
+    x = RNG.standard_normal((m, k)).astype(np.float32)
+    exact = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T
+    out = amx.base.ggml_mul_mat(amx.ctx, amx.tensor(w), amx.tensor(x))
+    assert_close(amx.compute(out, 2, (m, n)), exact)
+    assert amx.amx(2) == 2
+    got = amx.compute(out, 2, (m, n))
+    assert_close(got, bf16(x) @ bf16(w).T)
+    assert np.abs(got - exact).max() > 1e-3
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(("k", "n", "m"), [(576, 32, 256), (32, 576, 256), (300, 33, 40)])
+def test_amx_lora_shapes_in_mode_2(amx, threads, k, n, m):
+    """The LoRA matmuls of a training step, F32 on both sides: x @ A (n = rank 32: a single panel, so
+    threads split the rows) and (xA) @ B (k = rank 32)."""
+    assert amx.amx(2) == 2
+    w = RNG.standard_normal((n, k)).astype(np.float32)
+    x = RNG.standard_normal((m, k)).astype(np.float32)
+    out = amx.base.ggml_mul_mat(amx.ctx, amx.tensor(w), amx.tensor(x))
+    assert_close(amx.compute(out, threads, (m, n)), bf16(x) @ bf16(w).T)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("n", "k", "m"), [(32, 256, 576), (576, 256, 32), (40, 100, 50)])
+def test_amx_weight_gradient_in_mode_2(amx, threads, n, k, m):
+    """A LoRA matrix's gradient: out_prod of two contiguous F32 operands (src1's rows strided over k)."""
+    assert amx.amx(2) == 2
+    a = RNG.standard_normal((k, n)).astype(np.float32)
+    b = RNG.standard_normal((k, m)).astype(np.float32)
+    out = amx.base.ggml_out_prod(amx.ctx, amx.tensor(a), amx.tensor(b))
+    assert_close(amx.compute(out, threads, (m, n)), bf16(b).T @ bf16(a))
+
+
+def test_amx_off_is_the_f32_kernel(amx):
+    """Mode 0 turns the tiles off: a Q8_0 matmul is the dequantized weights' exact product again."""
+    k, n, m = 256, 64, 64
+    w = RNG.standard_normal((n, k)).astype(np.float32)
+    wt = amx.tensor(w, GGML_TYPE_Q8_0)
+    held = amx.as_f32(wt, (n, k))
+    x = RNG.standard_normal((m, k)).astype(np.float32)
+    out = amx.base.ggml_mul_mat(amx.ctx, wt, amx.tensor(x))
+    assert amx.amx(0) == 0
+    assert_close(amx.compute(out, 2, (m, n)), np.asarray(x, np.float64) @ np.asarray(held, np.float64).T)

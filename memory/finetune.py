@@ -4,7 +4,7 @@
     Llama(model_path=base_model, lora_path=result.adapter)   # the original quantized model + adapter
 
 How (see DESIGN.md, "On-device LoRA fine-tuning with llama.cpp"):
-1. The student is copied once to the training type (`TrainConfig.base_type`: F32, F16 or Q8_0) with
+1. The student is copied once to the training type (`TrainConfig.base_type`: F32, F16, BF16 or Q8_0) with
    llama.cpp's own `llama_model_quantize`, cached by the base file's sha256 under
    ~/.cache/teachback/<type>/. Stock ggml's backward pass re-dequantizes every F16 or quantized row per
    output row (about 6x slower than F32); with the patched kernels (below) a Q8_0 copy trains at about
@@ -92,8 +92,9 @@ class TrainConfig:
     system_prompt: str | None = None  # None: the chat template's default system prompt, if any
     # The copy of the student's weights that training runs on (the adapter always loads onto the original
     # file): "q8_0" (a quarter of F32's weight memory at about its speed, with the patched kernels),
-    # "f32" (a few % faster, 1.4x the memory), "f16", or "model" (the student's file as it is, e.g. Q4_1:
-    # least memory, the same losses as F32, ~10% slower). See benchmarks/finetune_bench.py --base-types.
+    # "bf16" (half of F32's; read in place by the AMX kernels), "f32" (1.4x q8_0's peak memory), "f16",
+    # or "model" (the student's file as it is, e.g. Q4_1: least memory, the same losses as F32). See
+    # benchmarks/finetune_bench.py --base-types.
     base_type: str = "q8_0"
     # "auto": BF16 products on Intel AMX tiles where the CPU has them (F32 sums; the adapter, its
     # gradients and AdamW stay F32), else F32; "f32": F32 matmuls everywhere.

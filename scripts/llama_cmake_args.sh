@@ -2,7 +2,8 @@
 # Print the CMAKE_ARGS that build llama.cpp for this CPU.
 # A native build (-march=native) crashes on machines whose CPU advertises AMX but faults on it
 # (SIGILL in ggml_backend_amx_mul_mat), so we never build natively: we enable each x86 extension
-# the CPU reports, and leave AMX off. On non-x86 CPUs the compiler defaults are used.
+# the CPU reports, and leave ggml's own AMX code off. (teachback's patch has AMX kernels of its own, which
+# ask Linux for the tile state and check the CPU at run time.) On non-x86 CPUs the compiler defaults are used.
 set -eu
 args="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
 case "$(uname -m)" in

@@ -4,7 +4,8 @@
 # llama-cpp-python has no wheel on PyPI, so pip compiles llama.cpp (10-20 minutes on 2 cores). We build
 # it ourselves from its source distribution, with flags chosen from the CPU (scripts/llama_cmake_args.sh:
 # a native build crashes on machines whose CPU advertises AMX but faults on it) and with the patches in
-# scripts/patches/ applied (a GEMM kernel for ggml's backward pass: fine-tuning runs about 2x faster).
+# scripts/patches/ applied (GEMM kernels for ggml's training matmuls, and AMX tile kernels where the CPU
+# has them: fine-tuning runs 2-3x faster).
 # The wheel is cached under ~/.cache/teachback/wheels/<hash of flags, patches, version>/ and never
 # rebuilt while it exists.
 # Re-running is cheap: it reinstalls only when pyproject.toml changed.

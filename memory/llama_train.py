@@ -226,8 +226,9 @@ AMX_OFF, AMX_WEIGHTS, AMX_ALL = 0, 1, 2
 def amx_mode(mode: int = -1) -> int:
     """Set where llama.cpp uses Intel AMX tiles (BF16 products, F32 sums) and return the mode in effect.
 
-    0: nowhere; 1 (the library's default): matmuls with BF16 or quantized weights; 2: F32 operands too (the
-    LoRA tensors and their gradients; the trainer sets it while it trains). A negative `mode` only asks.
+    0: nowhere; 1 (the library's default): matmuls with BF16 or quantized weights; 2: F32 and F16 operands
+    too (the LoRA tensors, attention, the gradients; the trainer sets it while it trains). A negative `mode`
+    only asks.
     Always 0 on a CPU without AMX, under TEACHBACK_AMX=0 until set here, and on a stock build."""
     cpu = libs().cpu
     return int(cpu.teachback_amx(mode)) if cpu is not None else AMX_OFF

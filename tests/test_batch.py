@@ -308,7 +308,9 @@ def test_real_local_batch_reports_a_failed_run_and_finishes_the_other(tmp_path: 
     from teachback.memory.store import MemoryStore
 
     accepted = [e for e in events if isinstance(e, TurnAccepted)]
-    stored = MemoryStore.open(path=tmp_path / ".teachback" / "memory", create=False).list("invented-domain")
+    store = MemoryStore.open(path=tmp_path / ".teachback" / "memory", create=False)
+    # the namespace is created by the first accepted turn: a one-turn run the judge rejected stores nothing
+    stored = store.list("invented-domain") if "invented-domain" in store.namespaces() else []
     assert len([t for t in stored if t.run_id == events[0].run_id]) == len(accepted)
 
 
@@ -323,7 +325,8 @@ def test_real_ray_batch_shares_one_chroma_server(tmp_path: Path) -> None:
     out = tmp_path / "b"
     with ChromaServer(tmp_path / "chroma", log=tmp_path / "chroma.log") as server:
         result = subprocess.run(
-            [*TEACHBACK, "batch", "invented-domain", str(copy), "--turns", "1", "--concurrency", "2"]
+            # two turns each: with 135M models a single turn is rejected often enough to leave nothing stored
+            [*TEACHBACK, "batch", "invented-domain", str(copy), "--turns", "2", "--concurrency", "2"]
             + ["--executor", "ray", "--memory-url", server.url, "--no-quiz", "--out", str(out)],
             capture_output=True,
             text=True,
@@ -335,7 +338,7 @@ def test_real_ray_batch_shares_one_chroma_server(tmp_path: Path) -> None:
         total = 0
         for name, namespace in (("invented-domain", "invented-domain"), ("vellmar-copy", "vellmar-copy")):
             last, events = finished(out / "runs" / name)
-            assert last.status == "completed" and last.turns == 1
+            assert last.status == "completed" and last.turns == 2
             accepted = {(e.question, e.answer) for e in events if isinstance(e, TurnAccepted)}
             in_memory = set()
             if namespace in store.namespaces():  # created by the first accepted turn, not before

@@ -48,6 +48,12 @@ class Ggml:
             (base, "ggml_new_tensor_2d", [c_p, ctypes.c_int, i64, i64], c_p),
             (base, "ggml_new_tensor_3d", [c_p, ctypes.c_int, i64, i64, i64], c_p),
             (base, "ggml_view_2d", [c_p, c_p, i64, i64, ctypes.c_size_t, ctypes.c_size_t], c_p),
+            (
+                base,
+                "ggml_view_3d",
+                [c_p, c_p, i64, i64, i64, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t],
+                c_p,
+            ),
             (base, "ggml_transpose", [c_p, c_p], c_p),
             (base, "ggml_out_prod", [c_p, c_p, c_p], c_p),
             (base, "ggml_mul_mat", [c_p, c_p, c_p], c_p),
@@ -340,3 +346,32 @@ def test_amx_off_is_the_f32_kernel(amx):
     out = amx.base.ggml_mul_mat(amx.ctx, wt, amx.tensor(x))
     assert amx.amx(0) == 0
     assert_close(amx.compute(out, 2, (m, n)), np.asarray(x, np.float64) @ np.asarray(held, np.float64).T)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_amx_attention_batches_in_mode_2(amx, threads):
+    """Attention's matmuls in training: batches of heads with grouped-query broadcast (3 K/V heads serve 9
+    query heads), rows read through a strided view, as KQ = K^T Q reads the K cache."""
+    assert amx.amx(2) == 2
+    d, t, kv, heads = 64, 96, 3, 9
+    kb = RNG.standard_normal((t, kv * d)).astype(np.float32)  # rows of all K/V heads side by side
+    k = np.stack([kb[:, h * d : (h + 1) * d] for h in range(kv)])  # (kv, t, d)
+    kview = amx.base.ggml_view_3d(amx.ctx, amx.tensor(kb), d, t, kv, kv * d * 4, d * 4, 0)
+    q = RNG.standard_normal((heads, t, d)).astype(np.float32)
+    out = amx.base.ggml_mul_mat(amx.ctx, kview, amx.tensor(q))
+    want = np.einsum("gmk,gnk->gmn", bf16(q), np.repeat(bf16(k), heads // kv, axis=0))
+    assert_close(amx.compute(out, threads, (heads, t, t)), want)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("type_", "groups"), [(GGML_TYPE_F32, 3), (GGML_TYPE_F16, 9)])
+def test_amx_batched_out_prod_in_mode_2(amx, threads, type_, groups):
+    """A batch of out_prods (the gradients of attention's matmuls), F32 with src0 broadcast or F16 (which
+    ggml only runs unbroadcast)."""
+    assert amx.amx(2) == 2
+    a = RNG.standard_normal((groups, 80, 64)).astype(np.float32)
+    b = RNG.standard_normal((9, 80, 40)).astype(np.float32)
+    at = amx.tensor(a, type_)
+    held = a if type_ == GGML_TYPE_F32 else a.astype(np.float16).astype(np.float32)
+    out = amx.base.ggml_out_prod(amx.ctx, at, amx.tensor(b))
+    assert_close(amx.compute(out, threads, (9, 40, 64)), ref_out_prod(bf16(held), bf16(b)))

@@ -128,11 +128,14 @@ class Libs:
     ggml: Any  # ctypes.CDLL of libggml-base
     L: Any  # llama_cpp.llama_cpp (the package's bindings, same library instance)
     get_constant_opt_pars: int  # address of ggml_opt_get_constant_optimizer_params
-    # True when libggml-cpu has the GEMM out_prod of scripts/patches/ (scripts/setup.sh builds it); a stock
-    # build trains correctly too, about 2x slower (its backward pass is a rank-1 update loop).
-    fast_backward: bool = False
     # The patched libggml-cpu that libllama runs (with its `teachback_amx` switch); None on a stock build.
     cpu: Any = None
+
+    @property
+    def fast_backward(self) -> bool:
+        """Whether llama.cpp has the kernels of scripts/patches/ (scripts/setup.sh builds them); a stock
+        build trains correctly too, about 2x slower (its backward pass is a rank-1 update loop)."""
+        return self.cpu is not None
 
 
 def _proto(lib: Any, name: str, argtypes: list[Any], restype: Any) -> None:
@@ -199,10 +202,7 @@ def libs() -> Libs:
             f"ggml_tensor_overhead {overhead} B); fine-tuning needs llama-cpp-python=={PINNED_LLAMA_CPP}"
         )
     assert get_const is not None
-    cpu = _patched_cpu(libdir)
-    return Libs(
-        llama=llama, ggml=ggml, L=L, get_constant_opt_pars=get_const, fast_backward=cpu is not None, cpu=cpu
-    )
+    return Libs(llama=llama, ggml=ggml, L=L, get_constant_opt_pars=get_const, cpu=_patched_cpu(libdir))
 
 
 def _patched_cpu(libdir: str) -> Any:
@@ -220,7 +220,7 @@ def _patched_cpu(libdir: str) -> Any:
         return None
 
 
-AMX_OFF, AMX_WEIGHTS, AMX_ALL = 0, 1, 2
+AMX_OFF, AMX_ALL = 0, 2  # and 1, the library's default (see amx_mode)
 
 
 def amx_mode(mode: int = -1) -> int:

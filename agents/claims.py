@@ -73,17 +73,21 @@ _COPULA = {"is", "are", "was", "were", "be", "been", "the", "a", "an", "'s", "ca
 # Words an answer may add without claiming anything the notes must say.
 _LIGHT = {
     stem(w)
-    for w in "located situated known name named call called usual usually typical typically general generally "
-    "actual actually exact exactly approximately around roughly total important importantly famous "
-    "special main".split()
+    for w in """
+    located situated known name named call called usual usually typical typically general generally
+    actual actually exact exactly approximately around roughly total important importantly famous
+    special main
+    """.split()
 }
 # Capitalised words that open an English sentence without naming anything.
 _COMMON_OPENERS = set(
-    "after before during since because although though while once today now every each most many some "
-    "people everyone nobody another both either neither none always often sometimes never remember note "
-    "however therefore thus hence meanwhile besides furthermore moreover additionally overall instead "
-    "unlike like without within between among along across around above below under over near inside "
-    "outside behind beside beyond until unless whether whenever wherever here there yes no".split()
+    """
+    after before during since because although though while once today now every each most many some
+    people everyone nobody another both either neither none always often sometimes never remember note
+    however therefore thus hence meanwhile besides furthermore moreover additionally overall instead
+    unlike like without within between among along across around above below under over near inside
+    outside behind beside beyond until unless whether whenever wherever here there yes no
+    """.split()
 )
 _TIME_WORDS = set(MONTHS) | {
     "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "spring", "summer",
@@ -401,7 +405,9 @@ def _gives(expects: str, answer: str, question: str) -> bool:
         return has_time
     if expects == "name":
         asked = set(_names(question))
-        return bool({n for n in _names(answer) if not n[0].isdigit()} - asked) or bool(re.search(r"\b(keeper|beekeeper|people|council)\b", said))
+        return bool({n for n in _names(answer) if not n[0].isdigit()} - asked) or bool(
+            re.search(r"\b(keeper|beekeeper|people|council)\b", said)
+        )
     return True
 
 
@@ -426,7 +432,9 @@ def _pieces(answer: str) -> list[_Piece]:
             terms = _terms(text)
             names = _names(text)
             numbers = [stem(w) for w in WORD.findall(digits) if w[0].isdigit()]
-            out.append(_Piece(text, terms, list(dict.fromkeys(names + numbers)), list(dict.fromkeys(numbers))))
+            out.append(
+                _Piece(text, terms, list(dict.fromkeys(names + numbers)), list(dict.fromkeys(numbers)))
+            )
     return out
 
 

@@ -18,7 +18,13 @@ from types import ModuleType
 from typing import Any
 
 from autogen_core import CancellationToken
-from autogen_core.models import CreateResult, LLMMessage, RequestUsage
+from autogen_core.models import (
+    ChatCompletionTokenLogprob,
+    CreateResult,
+    LLMMessage,
+    RequestUsage,
+    TopLogprob,
+)
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
@@ -113,6 +119,8 @@ class LiteLLMChatClient(ChatClientBase):
         return self.model if self.api_base is None else f"{self.model} at {self.api_base}"
 
     def _response_format(self, json_output: bool | type[BaseModel] | None) -> Any:
+        if json_output is False:  # the call asks for plain text, whatever the client's default
+            return None
         json_output = json_output or self.json_output
         if not json_output:
             return None
@@ -198,7 +206,11 @@ class LiteLLMChatClient(ChatClientBase):
             )
         self._record_usage(usage)
         return CreateResult(
-            finish_reason=finish_reason(choice.finish_reason), content=content, usage=usage, cached=False
+            finish_reason=finish_reason(choice.finish_reason),
+            content=content,
+            usage=usage,
+            cached=False,
+            logprobs=_logprobs(getattr(choice, "logprobs", None)),
         )
 
     async def create_stream(
@@ -250,6 +262,20 @@ class LiteLLMChatClient(ChatClientBase):
 
     async def close(self) -> None:
         """Nothing to free: litellm pools its own HTTP clients."""
+
+
+def _logprobs(raw: Any) -> list[ChatCompletionTokenLogprob] | None:
+    """litellm's per-token log-probabilities (OpenAI's shape) as autogen's, or None when absent."""
+    content = getattr(raw, "content", None) if raw is not None else None
+    if not content:
+        return None
+    out = []
+    for item in content:
+        tops = [TopLogprob(logprob=float(t.logprob), token=str(t.token)) for t in (item.top_logprobs or [])]
+        out.append(
+            ChatCompletionTokenLogprob(token=str(item.token), logprob=float(item.logprob), top_logprobs=tops)
+        )
+    return out
 
 
 def _usage(raw: Any) -> RequestUsage | None:

@@ -102,13 +102,19 @@ def assemble(model: LocalModel) -> Path:
     stamp = target.with_name(target.name + ".sha256")
     if target.is_file():
         st = target.stat()
-        if stamp.is_file() and stamp.read_text().split() == [model.sha256, str(st.st_size), str(st.st_mtime_ns)]:
+        if stamp.is_file() and stamp.read_text().split() == [
+            model.sha256,
+            str(st.st_size),
+            str(st.st_mtime_ns),
+        ]:
             return target
     parts = []
     for i, package in enumerate(model.packages, 1):
         part = _installed_file(model, package, f"data/part{i:02d}.bin")
         if part is None:
-            raise ModelError(f"local/{model.name} is not installed ({package} is missing): run `{model.install}`")
+            raise ModelError(
+                f"local/{model.name} is not installed ({package} is missing): run `{model.install}`"
+            )
         parts.append(part)
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -125,8 +131,9 @@ def assemble(model: LocalModel) -> Path:
         size = tmp.stat().st_size
         if size != model.size or digest.hexdigest() != model.sha256:
             raise ModelError(
-                f"local/{model.name}: its parts assemble to {size:,} bytes with sha256 {digest.hexdigest()[:16]}..., "
-                f"not the published {model.size:,} bytes with sha256 {model.sha256[:16]}...: reinstall them with "
+                f"local/{model.name}: its parts assemble to {size:,} bytes with sha256 "
+                f"{digest.hexdigest()[:16]}..., not the published {model.size:,} bytes with sha256 "
+                f"{model.sha256[:16]}...: reinstall them with "
                 f"`pip install --force-reinstall {' '.join(model.packages)}`"
             )
         os.replace(tmp, target)

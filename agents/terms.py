@@ -1,4 +1,4 @@
-"""Terms: how text becomes comparable units, so "six" meets "6", "Sundays" meets "Sunday", "rose" meets "rises".
+"""Terms: how text becomes comparable, so "six" meets "6", "Sundays" meets "Sunday", "rose" meets "rises".
 
 Every check that compares an answer with the knowledge goes through these functions, on both sides:
 
@@ -23,47 +23,47 @@ _NUMBER = re.compile(r"^\d+(?:[.,]\d+)*$")
 
 STOPWORDS = frozenset(
     """
-    a an the and or but if then so of to in on at by for with from into onto about as is are was were be been
-    being am do does did done have has had having it its it's this that these those there here what which who
-    whom whose when where why how can could would should will shall may might must not no yes i you he she we
-    they me him her us them my your his our their mine yours also very just only more most much many some any
-    each every all both few other such own same than too s t don't let's tell explain describe please know
-    learn question answer one two thing things something anything really well like get got make made use used
-    using way ways sure great okay ok hope helps glad happy notes note teacher student say says said called
+    a an the and or but if then so of to in on at by for with from into onto about as is are was were be
+    been being am do does did done have has had having it its it's this that these those there here what
+    which who whom whose when where why how can could would should will shall may might must not no yes
+    i you he she we they me him her us them my your his our their mine yours also very just only more
+    most much many some any each every all both few other such own same than too s t don't let's tell
+    explain describe please know learn question answer one two thing things something anything really
+    well like get got make made use used using way ways sure great okay ok hope helps glad happy notes
+    note teacher student say says said called
     """.split()
 )
 
 # Capitalised words that start sentences or are common, not proper names.
-_COMMON_CAPITALS = STOPWORDS | {"first", "second", "third", "next", "finally", "step", "then", "after", "before"}
+_COMMON_CAPITALS = STOPWORDS | set("first second third next finally step then after before".split())
 
 # Irregular forms the stemmer leaves apart. "found" is missing on purpose: it is also "to found".
 _IRREGULAR = dict(
     pair.split(":")
     for pair in """
-    rose:rise risen:rise kept:keep built:build held:hold sold:sell taught:teach bred:breed fed:feed spun:spin
-    grew:grow grown:grow flew:fly flown:fly drew:draw drawn:draw wrote:write written:write spoke:speak
-    spoken:speak gave:give given:give took:take taken:take began:begin begun:begin ran:run came:come
-    went:go gone:go led:lead told:tell thought:think brought:bring bought:buy caught:catch fought:fight won:win
-    met:meet sat:sit stood:stand became:become chose:choose chosen:choose froze:freeze frozen:freeze hung:hang
-    struck:strike wore:wear worn:wear tore:tear torn:tear shook:shake rode:ride ridden:ride fell:fall
-    fallen:fall hid:hide hidden:hide laid:lay paid:pay sent:send spent:spend dug:dig stuck:stick swept:sweep
-    bent:bend lit:light knew:know known:know grew:grow threw:throw thrown:throw wound:wind sank:sink sunk:sink
-    men:man women:woman children:child feet:foot teeth:tooth mice:mouse geese:goose
+    rose:rise risen:rise kept:keep built:build held:hold sold:sell taught:teach bred:breed fed:feed
+    spun:spin grew:grow grown:grow flew:fly flown:fly drew:draw drawn:draw wrote:write written:write
+    spoke:speak spoken:speak gave:give given:give took:take taken:take began:begin begun:begin ran:run
+    came:come went:go gone:go led:lead told:tell thought:think brought:bring bought:buy caught:catch
+    fought:fight won:win met:meet sat:sit stood:stand became:become chose:choose chosen:choose
+    froze:freeze frozen:freeze hung:hang struck:strike wore:wear worn:wear tore:tear torn:tear
+    shook:shake rode:ride ridden:ride fell:fall fallen:fall hid:hide hidden:hide laid:lay paid:pay
+    sent:send spent:spend dug:dig stuck:stick swept:sweep bent:bend lit:light knew:know known:know
+    grew:grow threw:throw thrown:throw wound:wind sank:sink sunk:sink men:man women:woman children:child
+    feet:foot teeth:tooth mice:mouse geese:goose
     """.split()
 )
 
-MONTHS = (
-    "january february march april may june july august september october november december".split()  # noqa: SIM905
-)
-_CARDINALS = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen"
-).split()
-_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()  # noqa: SIM905
-_ORDINALS = (
-    "zeroth first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
-    "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth"
-).split()
+MONTHS = "january february march april may june july august september october november december".split()
+_CARDINALS = """
+    zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
+    sixteen seventeen eighteen nineteen
+    """.split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ORDINALS = """
+    zeroth first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth
+    fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth
+    """.split()
 _UNITS = {w: i for i, w in enumerate(_CARDINALS)}
 _TENS_VALUE = {w: 10 * i for i, w in enumerate(_TENS, 2)}
 _ORDINAL_VALUE = {w: i for i, w in enumerate(_ORDINALS)} | {
@@ -79,7 +79,8 @@ _NUMBER_WORD_RE = re.compile(
     r"|(?P<hundred>(?:a|one) hundred)"
     r"|(?P<plain>" + "|".join(sorted(_PLAIN_CARDINALS | _PLAIN_ORDINALS, key=len, reverse=True)) + r"))\b"
     r"|\b(?P<dated>first|second)(?= of (?:" + "|".join(MONTHS) + r")\b)"
-    r"|\b(?P<counted>one)(?= (?!(?:of|another|by|or|and|to|is|was|who|that|which|with|in|at|on|for)\b)[a-z]+)",
+    r"|\b(?P<counted>one)(?= (?!(?:of|another|by|or|and|to|is|was|who|that|which|with|in|at|on|for)\b)"
+    r"[a-z]+)",
     re.IGNORECASE,
 )
 

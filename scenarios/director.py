@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from teachback.agents import prompts
-from teachback.agents.grounding import content_words
+from teachback.agents.claims import Claim
 from teachback.agents.judge import Judgement, Rubric, parse_verdict, topic_words
+from teachback.agents.terms import content_words
 from teachback.scenarios.panel import Candidate, choose
 from teachback.transcripts.events import (
     ANSWER,
@@ -336,6 +337,54 @@ class Director:
     async def _judge_answer(
         self, turn: int, question: str, answer: str, notes: str, attempt: int, teacher: str
     ) -> Judgement:
+        """Claim by claim against the knowledge, the judge model asked about each claim the alignment
+        leaves open (see judge.py); without knowledge, the judge model's verdict."""
+        if self.rubric.knowledge and self.cast.judge_client is not None:
+            claims = await self._entail(turn, question, answer, attempt)
+            judged = self.rubric.answer(question, answer, None, claims)
+            self._verdict(turn, ANSWER, judged, attempt, teacher)
+            return judged
+        return await self._judge_by_verdict(turn, question, answer, notes, attempt, teacher)
+
+    async def _entail(self, turn: int, question: str, answer: str, attempt: int) -> list[Claim]:
+        """The answer's claims, with the judge model's P(true) for each when the alignment leaves the
+        answer open; one judge message per answer in the transcript, a line per claim."""
+        from dataclasses import replace
+
+        from teachback.agents.entailment import entailment
+
+        claims = self.rubric.claims(question, answer)
+        if not self.rubric.open_claims(question, answer, claims):
+            return claims
+        assert self.cast.judge_client is not None
+        started = self._clock()
+        checked = []
+        for claim in claims:
+            premise = self.rubric.premise(claim)
+            checked.append(
+                replace(claim, p_yes=await entailment(self.cast.judge_client, premise, claim.text))
+            )
+        lines = [
+            f"P(true) {c.p_yes:.2f}: {c.text}" if c.p_yes is not None else f"no answer: {c.text}"
+            for c in checked
+        ]
+        self.emit(
+            MessageDone,
+            turn=turn,
+            role="judge",
+            name="judge",
+            kind=ANSWER,
+            text="\n".join(lines),
+            model=self.cast.models.get("judge", ""),
+            tokens=len(checked),
+            seconds=round(self._clock() - started, 3),
+            attempt=attempt,
+        )
+        return checked
+
+    async def _judge_by_verdict(
+        self, turn: int, question: str, answer: str, notes: str, attempt: int, teacher: str
+    ) -> Judgement:
         from autogen_agentchat.messages import TextMessage
 
         await self.cast.judge.on_reset(self._cancel)
@@ -381,6 +430,7 @@ class Director:
             components=judged.components,
             attempt=attempt,
             name=name,
+            claims=judged.claims,
         )
 
     async def _speak(

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from teachback.agents.grounding import content_words, stem
+from teachback.agents.terms import content_words, stem
 
 
 @dataclass

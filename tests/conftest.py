@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from teachback.agents.scripted import ScriptedChatClient
+
 REPO = Path(__file__).resolve().parents[1]
 VELLMAR = REPO / "scenarios" / "knowledge" / "vellmar.md"
 
@@ -38,6 +40,12 @@ def scenario_file(tmp_path: Path) -> Callable[..., Path]:
 
 def verdict(score: int, reason: str = "checked") -> str:
     return json.dumps({"reason": reason, "score": score})
+
+
+def judge(score: int = 9, calls: int = 64) -> ScriptedChatClient:
+    """A scripted judge that gives every call the same verdict: a JSON verdict where the judge model is
+    asked for one (no knowledge), P(true) = score / 10 where it is asked whether the notes say a claim."""
+    return ScriptedChatClient([verdict(score)] * calls, role="judge")
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from teachback.scenarios.run import RunRequest, run_scenario, transcript_path
 from teachback.scenarios.seats import student_seats, teacher_seats
 from teachback.transcripts.events import MemoryRecalled, MemoryStored, RunStarted, TurnAccepted
 from teachback.transcripts.reader import read_transcript
-from tests.conftest import run_bundled, verdict
+from tests.conftest import judge, run_bundled
 
 CAPITAL = "Korrin is the capital of Vellmar. Vellmar was founded in 1487 by Queen Almeth."
 CURRENCY = "The currency of Vellmar is the drell. One drell is divided into one hundred pennets."
@@ -43,7 +43,7 @@ def two_turns() -> dict:
             ]
         ),
         "teacher": ScriptedChatClient([CAPITAL, CURRENCY]),
-        "judge": ScriptedChatClient([verdict(9)] * 2),
+        "judge": judge(9),
     }
 
 

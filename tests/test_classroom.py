@@ -18,7 +18,7 @@ from teachback.scenarios.run import RunRequest, run_scenario, transcript_path
 from teachback.scenarios.seats import student_seats
 from teachback.transcripts.events import MemoryStored, RunStarted, TurnAccepted, TurnStarted
 from teachback.transcripts.reader import read_transcript
-from tests.conftest import run_bundled, verdict
+from tests.conftest import judge, run_bundled
 
 CAPITAL = "Korrin is the capital of Vellmar. Vellmar was founded in 1487 by Queen Almeth."
 CURRENCY = "The currency of Vellmar is the drell. One drell is divided into one hundred pennets."
@@ -40,7 +40,7 @@ def classroom(ana: list, ben: list, teacher: list) -> dict:
         "ana": ScriptedChatClient(ana, role="student"),
         "ben": ScriptedChatClient(ben, role="student"),
         "teacher": ScriptedChatClient(teacher, role="teacher"),
-        "judge": ScriptedChatClient([verdict(9)] * len(teacher), role="judge"),
+        "judge": judge(9),
     }
 
 

@@ -113,7 +113,7 @@ def test_replay_shows_a_recorded_run(scenario_file, tmp_path: Path) -> None:
 
     from teachback.agents.scripted import ScriptedChatClient
     from teachback.scenarios.run import RunRequest, run_scenario
-    from tests.conftest import verdict
+    from tests.conftest import judge
 
     answer = "Korrin is the capital of Vellmar. Vellmar was founded in 1487 by Queen Almeth."
     clients = {
@@ -121,7 +121,7 @@ def test_replay_shows_a_recorded_run(scenario_file, tmp_path: Path) -> None:
             ["What is the capital of Vellmar?", "Korrin is the capital, founded 1487."]
         ),
         "teacher": ScriptedChatClient([answer]),
-        "judge": ScriptedChatClient([verdict(9)]),
+        "judge": judge(9),
     }
     run_dir = run_scenario(
         RunRequest(scenario=str(scenario_file(turns=1)), out=tmp_path / "r", plain=True),

@@ -30,10 +30,11 @@ WRONG_CAPITAL = "The capital of Vellmar is Dastor, founded in 1623."
 
 
 def cast(student: list, teacher: list, judge: list) -> dict[str, ScriptedChatClient]:
+    """Scripted seats; the judge's last reply answers every later call (one call per claim checked)."""
     return {
         "student": ScriptedChatClient(student, role="student"),
         "teacher": ScriptedChatClient(teacher, role="teacher"),
-        "judge": ScriptedChatClient(judge, role="judge"),
+        "judge": ScriptedChatClient(judge + judge[-1:] * 40, role="judge"),
     }
 
 
@@ -79,7 +80,8 @@ def test_two_good_turns_are_accepted_and_cover_both_objectives(scenario_file, tm
         finished.accepted == 2 and finished.acceptance_rate == 1.0 and len(finished.objectives_covered) == 2
     )
     # tokens streamed and messages completed for every speaker
-    assert {e.role for e in events if isinstance(e, TokenDelta)} == {"student", "teacher", "judge"}
+    assert {e.role for e in events if isinstance(e, TokenDelta)} == {"student", "teacher"}
+    assert {e.role for e in events if isinstance(e, MessageDone)} == {"student", "teacher", "judge"}
     teacher_msgs = [e for e in events if isinstance(e, MessageDone) and e.role == "teacher"]
     assert [m.text for m in teacher_msgs] == [GOOD_CAPITAL, GOOD_CURRENCY]
     assert (

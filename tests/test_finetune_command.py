@@ -12,7 +12,7 @@ from rich.console import Console
 
 from teachback.agents.scripted import ScriptedChatClient
 from teachback.scenarios.run import RunRequest, run_scenario
-from tests.conftest import verdict
+from tests.conftest import judge
 
 TEACHBACK = [sys.executable, "-m", "teachback.cli"]
 ANSWERS = [
@@ -24,13 +24,13 @@ ANSWERS = [
 
 def recorded_run(scenario_file, tmp_path: Path) -> Path:
     student: list = []
-    for answer in ANSWERS:
-        topic = "currency" if "drell" in answer else "capital"
-        student += [f"What is the {topic} of Vellmar?", "I learned: " + answer]
+    questions = ["What is the capital of Vellmar?", "What is the currency of Vellmar?", "When was Vellmar founded?"]
+    for question, answer in zip(questions, ANSWERS, strict=True):
+        student += [question, "I learned: " + answer]
     clients = {
         "student": ScriptedChatClient(student),
         "teacher": ScriptedChatClient(ANSWERS),
-        "judge": ScriptedChatClient([verdict(9)] * len(ANSWERS)),
+        "judge": judge(9),
     }
     request = RunRequest(
         scenario=str(scenario_file(turns=3)), out=tmp_path / "run", plain=True, memory_dir=tmp_path / "mem"

@@ -41,9 +41,11 @@ ALL_TEN = LLMVerdict(reason="perfect", score=10)
 def test_answers_that_contradict_the_knowledge_are_rejected(
     rubric: Rubric, question: str, answer: str
 ) -> None:
-    judged = rubric.answer(question, answer, ALL_TEN)
+    judged = rubric.answer(question, answer, ALL_TEN)  # the model is fooled; the claim check is not
     assert not judged.accepted, judged
-    assert judged.components["llm"] == 1.0  # the model was fooled; the grounded gate was not
+    if judged.claims:
+        assert any(c["status"] == "unsupported" for c in judged.claims)
+        assert judged.reason.startswith("unsupported: ")
 
 
 @pytest.mark.parametrize(
@@ -64,14 +66,21 @@ def test_answers_that_contradict_the_knowledge_are_rejected(
 def test_answers_supported_by_the_knowledge_are_accepted(rubric: Rubric, question: str, answer: str) -> None:
     judged = rubric.answer(question, answer, LLMVerdict(reason="right", score=9))
     assert judged.accepted, judged
-    assert judged.components["grounded"] >= 0.6
+    assert judged.claims and all(c["status"] != "unsupported" and c["passage"] for c in judged.claims)
 
 
-def test_a_correct_answer_survives_a_harsh_judge_model_only_when_grounding_is_strong(rubric: Rubric) -> None:
-    answer = "Korrin is the capital of Vellmar and the largest city on the island."
-    assert rubric.answer("What is the capital of Vellmar?", answer, None).accepted
-    harsh = rubric.answer("What is the capital of Vellmar?", answer, LLMVerdict(reason="wrong", score=0))
-    assert harsh.score < rubric.answer("What is the capital of Vellmar?", answer, ALL_TEN).score
+def test_claims_one_sentence_says_need_no_model_and_composed_ones_are_the_models_to_decide(
+    rubric: Rubric,
+) -> None:
+    question = "What is the capital of Vellmar?"
+    plain = "Korrin is the capital of Vellmar. It is the largest city on the island."
+    judged = rubric.answer(question, plain, None)
+    assert judged.accepted and [c["status"] for c in judged.claims] == ["supported", "supported"]
+    composed = "Korrin is the capital of Vellmar and the largest city on the island."
+    assert [c.status for c in rubric.claims(question, composed)] == ["uncertain"]
+    assert not rubric.answer(question, composed, None).accepted  # nobody to ask: not taught
+    assert rubric.answer(question, composed, ALL_TEN).accepted
+    assert not rubric.answer(question, composed, LLMVerdict(reason="wrong", score=0)).accepted
 
 
 def test_without_knowledge_the_model_decides(rubric: Rubric) -> None:

@@ -164,7 +164,7 @@ def test_replay_and_live_view_show_every_candidate_with_its_verdict(scenario_fil
         assert f"judge: answer by {name} " in text
     assert "judge: answer by bo REJECT" in text
     assert "[turn 1] panel: " in text and " chosen — best: score " in text
-    assert "bo 0.20 ✗" in text.split("panel:")[1]
+    assert "bo 0.00 ✗" in text.split("panel:")[1]
     summary = text.split("run summary")[1]
     assert "teacher bo" in summary and "accepted 0/1 (0%)" in summary
     assert "mean score" in summary and "chosen 1" in summary

@@ -17,7 +17,7 @@ from teachback.scenarios.rounds import run_rounds
 from teachback.scenarios.run import RunRequest
 from teachback.transcripts.events import RunStarted
 from teachback.transcripts.reader import read_transcript
-from tests.conftest import verdict
+from tests.conftest import judge
 
 # Each round learns different turns (the memory keeps one copy of a turn it has seen before).
 ROUNDS = {
@@ -38,7 +38,7 @@ def scripted(round_: int) -> dict[str, ScriptedChatClient]:
     return {
         "student": ScriptedChatClient(student),
         "teacher": ScriptedChatClient([a for _q, a in turns]),
-        "judge": ScriptedChatClient([verdict(9)] * len(turns)),
+        "judge": judge(9),
     }
 
 

@@ -17,7 +17,7 @@ from teachback.memory.store import MemoryStore
 from teachback.scenarios.run import RunRequest, run_scenario, transcript_path
 from teachback.transcripts.events import MemoryStored, TurnAccepted
 from teachback.transcripts.reader import read_transcript
-from tests.conftest import verdict
+from tests.conftest import judge, verdict
 
 CAPITAL = "Korrin is the capital of Vellmar. Vellmar was founded in 1487 by Queen Almeth."
 CURRENCY = "The currency of Vellmar is the drell. One drell is divided into one hundred pennets."
@@ -32,7 +32,7 @@ def clients(*answers: str) -> dict[str, ScriptedChatClient]:
     return {
         "student": ScriptedChatClient(student),
         "teacher": ScriptedChatClient(list(answers)),
-        "judge": ScriptedChatClient([verdict(9)] * len(answers)),
+        "judge": judge(9),
     }
 
 
@@ -127,7 +127,7 @@ KILLER = textwrap.dedent(
         "student": ScriptedChatClient(["What is the capital of Vellmar?", "I learned: " + capital,
                                        "What is the currency of Vellmar?"]),
         "teacher": ScriptedChatClient([capital, die]),
-        "judge": ScriptedChatClient([judge]),
+        "judge": ScriptedChatClient([judge] * 16),
     }
     run_scenario(RunRequest(scenario=scenario, out=Path(out), plain=True, memory_dir=Path(memory)),
                  Console(), clients=clients)

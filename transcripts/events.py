@@ -103,6 +103,9 @@ class Verdict(Event):
     `components` shows each signal's contribution (for instance `{"llm": 0.8, "grounded": 0.4}`).
     `name` is the seat whose message was judged: the student for a question or a teach-back, the
     teacher for an answer (in a panel, one verdict per candidate); "" in old transcripts.
+    `claims` are the claims of a judged answer or teach-back, each `{"text", "status", "passage",
+    "facts"[, "reason", "p_yes"]}`: its status (supported, uncertain, unsupported), the knowledge passage
+    that supports it ("" for none) and the indices of those knowledge facts; empty in old transcripts.
     """
 
     type: ClassVar[str] = "verdict"
@@ -114,6 +117,7 @@ class Verdict(Event):
     components: dict[str, float] = field(default_factory=dict)
     attempt: int = 1
     name: str = ""
+    claims: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

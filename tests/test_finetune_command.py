@@ -24,7 +24,11 @@ ANSWERS = [
 
 def recorded_run(scenario_file, tmp_path: Path) -> Path:
     student: list = []
-    questions = ["What is the capital of Vellmar?", "What is the currency of Vellmar?", "When was Vellmar founded?"]
+    questions = [
+        "What is the capital of Vellmar?",
+        "What is the currency of Vellmar?",
+        "When was Vellmar founded?",
+    ]
     for question, answer in zip(questions, ANSWERS, strict=True):
         student += [question, "I learned: " + answer]
     clients = {

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from teachback.agents.models import DEFAULT_JUDGE
 from teachback.errors import ScenarioError
 
 if TYPE_CHECKING:
@@ -58,7 +59,6 @@ GATE_DECIDER_NAMES = {
     "combined": "gate (shipped)",
 }
 THRESHOLD = 0.6
-DEFAULT_JUDGE = "local/qwen2.5-0.5b"
 
 
 @dataclass(frozen=True)

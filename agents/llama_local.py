@@ -28,6 +28,7 @@ from teachback.agents._chat_client_base import (
     llama_cpp_response_format,
     to_openai_messages,
 )
+from teachback.agents.models import chat_format
 from teachback.errors import ModelCallError, ModelError
 
 
@@ -103,6 +104,7 @@ class LlamaCppChatClient(ChatClientBase):
                 n_threads_batch=self.n_threads,
                 lora_path=str(self.lora_path) if self.lora_path is not None else None,
                 seed=self.seed if self.seed is not None else -1,
+                chat_format=chat_format(self.model_path),
                 verbose=False,
             )
         except Exception as exc:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from teachback.agents.llama_local import default_threads
+from teachback.agents.models import chat_format
 from teachback.errors import ModelError
 
 HEALTH_TIMEOUT_S = 60.0
@@ -63,6 +64,7 @@ class LlamaServer:
         self.model_path = Path(model_path)
         self.lora_path = Path(lora_path) if lora_path is not None else None
         self.n_ctx = n_ctx
+        self.chat_format = chat_format(self.model_path)
         self.n_threads = n_threads or default_threads()
         self.model_alias = model_alias or alias_for(self.model_path)
         self.log_path = log_path or Path(tempfile.gettempdir()) / f"teachback-{self.model_alias}.log"
@@ -121,6 +123,7 @@ class LlamaServer:
             "--interrupt_requests",
             "False",
             *(["--lora_path", str(self.lora_path)] if self.lora_path is not None else []),
+            *(["--chat_format", self.chat_format] if self.chat_format else []),
         ]
 
     def start(self) -> None:

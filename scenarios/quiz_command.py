@@ -10,12 +10,11 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from teachback.agents.models import DEFAULT_JUDGE, DEFAULT_STUDENT
 from teachback.errors import QuizError
 
 if TYPE_CHECKING:
     from teachback.scenarios.quiz import QuizItemResult, QuizResult
-
-DEFAULT_MODEL = "local/smollm2-135m"
 
 
 def register(subparsers: Any) -> None:
@@ -23,11 +22,11 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "quiz_file", metavar="QUIZ_FILE", help="a YAML/JSON quiz, a scenario file or a bundled name"
     )
-    p.add_argument("--student", metavar="MODEL", default=DEFAULT_MODEL, help="the student's model string")
+    p.add_argument("--student", metavar="MODEL", default=DEFAULT_STUDENT, help="the student's model string")
     p.add_argument(
         "--adapter", metavar="PATH|latest", help="a LoRA adapter for the student, or the newest trained one"
     )
-    p.add_argument("--judge", metavar="MODEL", default=DEFAULT_MODEL, help="the judge's model string")
+    p.add_argument("--judge", metavar="MODEL", default=DEFAULT_JUDGE, help="the judge's model string")
     p.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="write the results as JSON")
     p.add_argument("--seed", type=int, default=0, help="random seed (generation is greedy anyway)")
     p.add_argument("--plain", action="store_true", help="no colours or box drawing")

@@ -33,9 +33,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from teachback.agents.models import check_model_string
+from teachback.agents.models import DEFAULT_STUDENT, DEFAULT_TEACHER, check_model_string
 
-DEFAULT_MODEL = "local/smollm2-135m"
+DEFAULT_MODEL = DEFAULT_TEACHER  # teachers and the judge
 
 
 def _not_blank(value: str) -> str:
@@ -163,6 +163,9 @@ class StudentRole(Role):
     for a local model, retrieval for any other.
     """
 
+    model: str = Field(
+        default=DEFAULT_STUDENT, description="model string: local/smollm2-135m, local:/path.gguf, openai/..."
+    )
     temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="sampling temperature, 0 to 2")
     max_tokens: int = Field(default=64, ge=1, le=4096, description="longest reply in tokens, 1 to 4096")
     adapter: Text | None = Field(

@@ -114,7 +114,11 @@ def test_bundled_bidirectional_seats_a_specialist_and_a_retrieval_student() -> N
     (teacher,) = teacher_seats(scenario)
     (student,) = student_seats(scenario)
     assert (teacher.name, teacher.model) == ("specialist", "local/smollm2-135m")
-    assert (student.name, student.model, student.learning) == ("generalist", "local/gemma3-270m", "retrieval")
+    assert (student.name, student.model, student.learning) == (
+        "generalist",
+        "local/qwen2.5-0.5b",
+        "retrieval",
+    )
     assert student.namespace == "bidirectional" and not student.fine_tunable
 
 

@@ -60,7 +60,7 @@ def test_models_lists_the_bundled_model_file() -> None:
     result = cli("models")
     assert result.returncode == 0
     assert "local/smollm2-135m" in result.stdout and "SmolLM2-135M-Instruct.Q4_1.gguf" in result.stdout
-    assert "local/gemma3-270m" in result.stdout
+    assert "local/gemma3-270m" in result.stdout and "local/qwen2.5-0.5b" in result.stdout
 
 
 @pytest.mark.parametrize(

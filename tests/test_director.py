@@ -61,10 +61,10 @@ def test_two_good_turns_are_accepted_and_cover_both_objectives(scenario_file, tm
     events = run(scenario_file(), tmp_path, clients)
     header = events[0]
     assert isinstance(header, RunStarted)
-    assert header.models == {
+    assert header.models == {  # the bundled cast
         "student": "local/smollm2-135m",
-        "teacher": "local/smollm2-135m",
-        "judge": "local/smollm2-135m",
+        "teacher": "local/qwen2.5-0.5b",
+        "judge": "local/qwen2.5-0.5b",
     }
     assert header.options["turns"] == 2 and len(header.scenario_sha256) == 64
     accepted = [e for e in events if isinstance(e, TurnAccepted)]

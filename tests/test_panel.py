@@ -203,7 +203,7 @@ def test_bundled_teacher_panel_runs_a_turn(tmp_path: Path) -> None:
     result, events = run_bundled("teacher-panel", tmp_path, turns=1)
     out = tmp_path / "run"
     names = {s["name"] for s in events[0].seats if s["role"] == "teacher"}
-    assert names == {"archivist", "storyteller", "gemma"}
+    assert names == {"archivist", "storyteller", "qwen"}
     decisions = [e for e in events if isinstance(e, PanelDecision)]
     assert decisions
     for decision in decisions:
@@ -216,5 +216,5 @@ def test_bundled_teacher_panel_runs_a_turn(tmp_path: Path) -> None:
     if accepted:
         assert accepted[0].teacher == next(d.chosen for d in decisions if d.chosen)
     assert "teacher archivist" in result.stdout.split("run summary")[1]
-    # archivist, storyteller and the judge share one SmolLM2 server; gemma has its own
+    # archivist and storyteller share one SmolLM2 server; qwen and the judge share a Qwen one
     assert len(list(out.glob("llama-server-*.log"))) == 2

@@ -89,9 +89,27 @@ def sample_events() -> list:
         verdict(1.2, 1, "question", 0.9, True),
         msg(3.0, 1, "teacher", "answer", "It is Zorn.", 5, 1.8),
         msg(3.5, 1, "judge", "answer", '{"score": 0}', 6, 0.5),
-        verdict(3.5, 1, "answer", 0.2, False, components={"llm": 0.0, "grounded": 0.4}),
+        verdict(
+            3.5,
+            1,
+            "answer",
+            0.2,
+            False,
+            components={"llm": 0.0, "grounded": 0.4},
+            claims=[{"text": "It is Zorn.", "status": "unsupported", "passage": "", "facts": []}],
+        ),  # fmt: skip
         msg(5.0, 1, "teacher", "answer", "It is Korrin.", 5, 1.4, attempt=2),
-        verdict(5.5, 1, "answer", 0.85, True, attempt=2),
+        verdict(
+            5.5,
+            1,
+            "answer",
+            0.85,
+            True,
+            attempt=2,
+            claims=[
+                {"text": "It is Korrin.", "status": "supported", "passage": "Korrin is ...", "facts": [1]}
+            ],
+        ),  # fmt: skip
         msg(6.0, 1, "student", "teachback", "The capital is Korrin.", 6, 0.5),
         verdict(6.2, 1, "teachback", 1.0, True),
         TurnAccepted(
@@ -232,8 +250,10 @@ def test_acceptance_per_objective_in_header_order_with_untried_ones() -> None:
     assert rows[0] == {
         "objective": OBJECTIVES[0], "turns": 1, "accepted": 1, "rejected": 0, "covered": True,
         "acceptance_rate": 1.0, "mean_accepted_score": 0.85,
+        "claims": {"supported": 1, "uncertain": 0, "unsupported": 1},
     }  # fmt: skip
     assert rows[1]["acceptance_rate"] == 0.0 and not rows[1]["covered"]
+    assert rows[1]["claims"] == {"supported": 0, "uncertain": 0, "unsupported": 0}  # an old verdict
     assert rows[2]["acceptance_rate"] is None and rows[2]["turns"] == 0
 
 

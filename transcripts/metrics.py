@@ -180,7 +180,8 @@ def score_histogram(scores: Sequence[Mapping[str, Any]], bins: int = HISTOGRAM_B
 
 
 def objective_acceptance(events: Sequence[Event]) -> list[dict[str, Any]]:
-    """Per objective (the header's first, in order, then any others): turns accepted and rejected.
+    """Per objective (the header's first, in order, then any others): turns accepted and rejected, and
+    the claims of its judged answers by status (supported, uncertain, unsupported).
 
     The acceptance rate is accepted / (accepted + rejected), None for an objective never tried.
     """
@@ -202,11 +203,19 @@ def objective_acceptance(events: Sequence[Event]) -> list[dict[str, Any]]:
                 "rejected": 0,
                 "covered": False,
                 "scores": [],
+                "claims": {"supported": 0, "uncertain": 0, "unsupported": 0},
             },
         )
 
+    current = ""  # the objective of the turn being played
     for e in events:
+        if isinstance(e, Verdict) and e.kind == ANSWER and current:
+            for claim in e.claims if isinstance(e.claims, list) else []:
+                status = claim.get("status") if isinstance(claim, dict) else None
+                if status in ("supported", "uncertain", "unsupported"):
+                    entry(current)["claims"][status] += 1
         if isinstance(e, TurnStarted):
+            current = e.objective
             entry(e.objective)["turns"] += 1
         elif isinstance(e, TurnAccepted):
             s = entry(e.objective)

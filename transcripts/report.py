@@ -244,17 +244,27 @@ def _quiz_figure(q: dict[str, Any]) -> str:
     return _num(q.get("score"))
 
 
+def _claims(objective: dict[str, Any]) -> str:
+    """`5 / 1 / 2`: the claims of the objective's judged answers, by status (– in old transcripts)."""
+    counts = objective.get("claims") or {}
+    if not any(counts.values()):
+        return "–"
+    return " / ".join(str(counts.get(k, 0)) for k in ("supported", "uncertain", "unsupported"))
+
+
 def _objectives_table(m: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><td>{_e(o['objective'])}</td>"
         f"<td class='n'>{o['accepted']}</td><td class='n'>{o['rejected']}</td>"
         f"<td class='n'>{_pct(o['acceptance_rate'])}</td><td class='n'>{_num(o['mean_accepted_score'])}</td>"
+        f"<td class='n'>{_claims(o)}</td>"
         f"<td>{'<span class=yes>yes</span>' if o['covered'] else '<span class=no>no</span>'}</td></tr>"
         for o in m["objectives"]
     )
     head = (
         "<tr><th>objective</th><th class='n'>accepted</th><th class='n'>rejected</th><th class='n'>rate</th>"
-        "<th class='n'>mean score</th><th>covered</th></tr>"
+        "<th class='n'>mean score</th><th class='n'>claims supported / uncertain / unsupported</th>"
+        "<th>covered</th></tr>"
     )
     table = f"<table>{head}{rows}</table>" if rows else ""
     if len(m["students"]) > 1:

@@ -79,8 +79,9 @@ _NUMBER_WORD_RE = re.compile(
     r"|(?P<hundred>(?:a|one) hundred)"
     r"|(?P<plain>" + "|".join(sorted(_PLAIN_CARDINALS | _PLAIN_ORDINALS, key=len, reverse=True)) + r"))\b"
     r"|\b(?P<dated>first|second)(?= of (?:" + "|".join(MONTHS) + r")\b)"
-    r"|\b(?P<counted>one)(?= (?!(?:of|another|by|or|and|to|is|was|who|that|which|with|in|at|on|for)\b)"
-    r"[a-z]+)",
+    r"|(?P<lead>^|[.,;:] |\b(?:is|are|was|were|has|have|had|in|on|at|for|with|about|only|just|than|by|into) )"
+    r"(?P<counted>one)"
+    r"(?= (?!(?:of|another|by|or|and|to|is|was|who|that|which|with|in|at|on|for|hundred|thousand)\b)[a-z]+)",
     re.IGNORECASE,
 )
 
@@ -94,7 +95,7 @@ def _number_value(match: re.Match[str]) -> str:
     if match["dated"]:
         return "1" if match["dated"].lower() == "first" else "2"
     if match["counted"]:
-        return "1"
+        return match["lead"] + "1"
     word = match["plain"].lower()
     return str(_PLAIN_CARDINALS.get(word, _PLAIN_ORDINALS.get(word)))
 

@@ -60,7 +60,8 @@ _PRONOUN_START = re.compile(
 _FILLER = re.compile(
     r"^(?:(?:yes|no|sure|okay|ok|well|great question|good question|of course|indeed|certainly|also|"
     r"so|then|first|second|third|next|finally|in short|according to (?:the|my) notes|in fact|however|"
-    r"therefore|also|additionally|furthermore|moreover|overall|remember|note that|"
+    r"therefore|also|additionally|furthermore|moreover|overall|remember|note that|i learned(?: that)?|"
+    r"i have learned(?: that)?|i now know(?: that)?|so|"
     r"the notes say(?: that)?|from the notes)\b[,:!.]?\s*)+",
     re.IGNORECASE,
 )
@@ -103,20 +104,32 @@ def split_sentences(text: str) -> list[str]:
     >>> split_sentences("# Bees\\nThey were first bred in\\n1902 by Maud. Mt. Carrow is high.\\n- one item")
     ['# Bees', 'They were first bred in 1902 by Maud.', 'Mt. Carrow is high.', '- one item']
     """
-    out: list[str] = []
+    return [s for paragraph in split_paragraphs(text) for s in paragraph]
+
+
+def split_paragraphs(text: str) -> list[list[str]]:
+    """A text's paragraphs (blocks between blank lines; a heading opens a block of its own), each as its
+    sentences: see `split_sentences`."""
+    out: list[list[str]] = []
     for block in re.split(r"\n\s*\n", text):
+        current: list[str] = []
         lines: list[str] = []
         for line in block.splitlines():
             if not line.strip():
                 continue
             if _HEADING.match(line) or _LIST_ITEM.match(line):
-                out.extend(_sentences_of(" ".join(lines)))
+                current.extend(_sentences_of(" ".join(lines)))
                 lines = []
                 if _HEADING.match(line):
-                    out.append(line.strip())
+                    if current:
+                        out.append(current)
+                    out.append([line.strip()])
+                    current = []
                     continue
             lines.append(line.strip())
-        out.extend(_sentences_of(" ".join(lines)))
+        current.extend(_sentences_of(" ".join(lines)))
+        if current:
+            out.append(current)
     return out
 
 
@@ -142,6 +155,7 @@ class Fact:
     terms: tuple[str, ...]  # stems of its content words in order, numbers as digits
     context: frozenset[str]  # names it refers back to (its heading; the previous sentence's, for "It ...")
     negated: bool
+    paragraph: int = 0  # facts of one paragraph are about one thing
 
     @property
     def term_set(self) -> frozenset[str]:
@@ -191,22 +205,23 @@ class KnowledgeIndex:
         self.facts: list[Fact] = []
         heading: frozenset[str] = frozenset()
         previous_names: frozenset[str] = frozenset()
-        sentences = split_sentences(text)
-        for sentence in sentences:
-            if _HEADING.match(sentence):
-                heading = frozenset(_terms(_HEADING.sub("", sentence)))
-                previous_names = frozenset()
-                continue
-            terms = tuple(_terms(sentence))
-            if not terms:
-                continue
-            context = set(heading)
-            if _PRONOUN_START.match(_LIST_ITEM.sub("", sentence)) or not _names(sentence):
-                context |= previous_names
-            self.facts.append(
-                Fact(len(self.facts), sentence, terms, frozenset(context), bool(_NEGATION.search(sentence)))
-            )
-            previous_names = frozenset(_names(sentence)) or previous_names
+        for paragraph, sentences in enumerate(split_paragraphs(text)):
+            for sentence in sentences:
+                if _HEADING.match(sentence):
+                    heading = frozenset(_terms(_HEADING.sub("", sentence)))
+                    previous_names = frozenset()
+                    continue
+                terms = tuple(_terms(sentence))
+                if not terms:
+                    continue
+                context = set(heading)
+                if _PRONOUN_START.match(_LIST_ITEM.sub("", sentence)) or not _names(sentence):
+                    context |= previous_names
+                negated = bool(_NEGATION.search(sentence))
+                self.facts.append(
+                    Fact(len(self.facts), sentence, terms, frozenset(context), negated, paragraph)
+                )
+                previous_names = frozenset(_names(sentence)) or previous_names
         self._where: dict[str, set[int]] = defaultdict(set)
         for fact in self.facts:
             for term in fact.terms:
@@ -229,6 +244,8 @@ class KnowledgeIndex:
         antecedent = {t for t in _names(question) if t not in self.topic and not t[0].isdigit()}
         out: list[Claim] = []
         for piece in _pieces(answer):
+            opening = [stem(w) for w in _opening_capital(piece.text) if stem(w) in self.names]
+            piece.values = list(dict.fromkeys(opening + piece.values))  # "Korrin is ...": a name of the notes
             if _PRONOUN_START.match(piece.text) or not (set(piece.values) - self.topic):
                 piece.required = {t for t in antecedent if t not in piece.terms}
             names = {t for t in _names(piece.text) if t not in self.topic and not t[0].isdigit()}
@@ -357,7 +374,8 @@ class KnowledgeIndex:
         """Whether some holding claim answers the question: it speaks of what was asked (with its
         supporting sentence) and gives the kind of thing asked for (a number for "how many", ...)."""
         focus = {t for t in _terms(question) if t not in self.topic and t in self._where}
-        expects = expected_kind(question)
+        counted = re.search(r"\bhow (?:many|much) (\w+)", question, re.IGNORECASE)
+        counted_term = stem(counted.group(1)) if counted else ""  # "how many members": members are asked
         for claim in claims:
             if claim.status == UNSUPPORTED:
                 continue
@@ -366,9 +384,18 @@ class KnowledgeIndex:
                 said |= self.facts[i].term_set | self.facts[i].context
             if focus and len(focus & said) * 2 < len(focus):
                 continue
-            if _gives(expects, claim.text, question):
+            if counted_term in self._where and counted_term not in said:
+                continue
+            if _gives(expected_kind(question), claim.text, question):
                 return True
         return False
+
+    def facts_of(self, objective: str) -> list[Fact]:
+        """The facts an objective is about: the paragraphs holding a sentence that names one of the
+        objective's own words ("how Vellmar is governed" -> the paragraph on the Council of Nineteen)."""
+        wanted = set(_terms(objective)) - self.topic
+        paragraphs = {f.paragraph for f in self.facts if wanted & (f.term_set | f.context)}
+        return [f for f in self.facts if f.paragraph in paragraphs]
 
     def facts_for(self, text: str, k: int = 3) -> list[Fact]:
         """The k facts that share the most (idf-weighted) terms with a text, best first."""

@@ -59,18 +59,23 @@ async def entailment(client: ChatCompletionClient, premise: str, claim: str) -> 
 def p_yes_from_logprobs(logprobs: Any) -> float | None:
     """P(yes) / (P(yes) + P(no)) over the first token's alternatives, or None without any.
 
+    The alternatives' text is in their `bytes` (autogen's `TopLogprob` has no token field).
+
     >>> from autogen_core.models import ChatCompletionTokenLogprob, TopLogprob
-    >>> lp = [ChatCompletionTokenLogprob(token="No", logprob=-0.5,
-    ...       top_logprobs=[TopLogprob(logprob=-0.5, token="No"), TopLogprob(logprob=-1.5, token="Yes")])]
+    >>> lp = [ChatCompletionTokenLogprob(token="No", logprob=-0.5, top_logprobs=[
+    ...       TopLogprob(logprob=-0.5, bytes=list(b"No")), TopLogprob(logprob=-1.5, bytes=list(b" Yes"))])]
     >>> round(p_yes_from_logprobs(lp), 3)
     0.269
     """
     if not logprobs:
         return None
     first = logprobs[0]
-    alternatives = list(first.top_logprobs or []) or [first]
-    yes = sum(math.exp(a.logprob) for a in alternatives if a.token.strip().lower() in _YES)
-    no = sum(math.exp(a.logprob) for a in alternatives if a.token.strip().lower() in _NO)
+    alternatives = [
+        (a.logprob, bytes(a.bytes or []).decode("utf-8", "replace")) for a in first.top_logprobs or []
+    ]
+    alternatives = alternatives or [(first.logprob, first.token)]
+    yes = sum(math.exp(lp) for lp, token in alternatives if token.strip().lower() in _YES)
+    no = sum(math.exp(lp) for lp, token in alternatives if token.strip().lower() in _NO)
     if yes + no <= 0:
         return None
     return yes / (yes + no)

@@ -138,7 +138,12 @@ class Rubric:
             )
             return Judgement(0.0, False, reason, {"objective": 0.0, "domain": 0.0})
         specific = {stem(w) for w in content_words(objective)} - topic_words
-        shared = len(specific & words)
+        if self.knowledge:  # its facts count as the objective's words ("how it is governed": the council)
+            words = {stem(w) for w in content_words(numbers_as_digits(question))}
+            facts = {t for f in self.index.facts_of(objective) for t in f.term_set} - self.index.topic
+            shared = len(specific & words) + len((facts - specific) & words)
+        else:
+            shared = len(specific & words)
         on_objective = min(1.0, shared / max(1, min(len(specific), 2)))
         in_domain = self.knowledge.coverage(question) if self.knowledge else on_objective
         score = round(0.6 * on_objective + 0.4 * in_domain, 3)
@@ -263,28 +268,36 @@ class Rubric:
         return Judgement(score, score >= self.threshold, reason, components)
 
     def teachback(self, objective: str, answer: str, restatement: str) -> Judgement:
-        """Did the student restate what the accepted answer taught, without inventing facts?"""
+        """Did the student restate what the accepted answer taught, without a claim the notes do not make?
+
+        Recall: the answer's key terms (numbers as digits, stems) found in the restatement, two of them
+        (or all, when fewer were taught) being full credit. With knowledge, every claim of the restatement
+        is checked as an answer's would be (no model call): one unsupported claim rejects it.
+        """
         if len(content_words(restatement)) < 2:
             return Judgement(0.0, False, "nothing restated", {})
-        topic = set(content_words(objective))
-        taught = (_key_points(answer) - topic) or (set(content_words(answer)) - topic)
-        said = _key_points(restatement) | set(content_words(restatement))
-        hits = len(taught & said)
-        # Two key points restated (or all, when fewer were taught) is full credit.
+        topic = {stem(w) for w in content_words(objective)}
+        taught = (set(_stems(answer)) - topic) or set(_stems(answer))
+        hits = len(taught & set(_stems(restatement)))
         recall = min(1.0, hits / min(len(taught), TEACHBACK_KEY_POINTS)) if taught else 0.0
         components = {"recall": round(recall, 3)}
+        records: list[dict[str, object]] = []
+        facts: tuple[int, ...] = ()
+        score = recall
         if self.knowledge:
-            check = self.knowledge.check(objective, restatement)
-            components["grounded"] = check.score
-            if check.unsupported:
-                return Judgement(0.0, False, check.explain(), components)
-            score = 0.6 * recall + 0.4 * check.score
-        else:
-            score = recall
+            claims = self.claims(objective, restatement)
+            records = [c.record(self.index) for c in claims]
+            held = [c for c in claims if c.status != UNSUPPORTED]
+            components["grounded"] = _share(claims, SUPPORTED)
+            bad = next((c for c in claims if c.status == UNSUPPORTED), None)
+            if bad is not None:
+                return Judgement(0.0, False, f"unsupported: {_why(bad)}", components, records)
+            facts = tuple(dict.fromkeys(i for c in held if c.status == SUPPORTED for i in c.facts))
+            score = 0.6 * recall + 0.4 * (len(held) / len(claims) if claims else 0.0)
         score = round(score, 3)
         accepted = score >= self.threshold
         reason = f"restated {hits} of {len(taught)} key points"
-        return Judgement(score, accepted, reason, components)
+        return Judgement(score, accepted, reason, components, records, facts if accepted else ())
 
 
 async def ask_verdict(
@@ -340,6 +353,11 @@ def _terms(text: str) -> set[str]:
 
 def _negates(text: str) -> bool:
     return bool(_NEGATION.search(text))
+
+
+def _stems(text: str) -> list[str]:
+    """Stems of a text's content words, numbers as digits ("six years" -> ["6", "year"])."""
+    return [stem(w) for w in content_words(numbers_as_digits(text))]
 
 
 def _key_points(text: str) -> set[str]:

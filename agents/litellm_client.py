@@ -271,7 +271,11 @@ def _logprobs(raw: Any) -> list[ChatCompletionTokenLogprob] | None:
         return None
     out = []
     for item in content:
-        tops = [TopLogprob(logprob=float(t.logprob), token=str(t.token)) for t in (item.top_logprobs or [])]
+        # autogen's TopLogprob has no token field: the alternative's text travels as its UTF-8 bytes
+        tops = [
+            TopLogprob(logprob=float(t.logprob), bytes=list(str(t.token).encode("utf-8")))
+            for t in (item.top_logprobs or [])
+        ]
         out.append(
             ChatCompletionTokenLogprob(token=str(item.token), logprob=float(item.logprob), top_logprobs=tops)
         )

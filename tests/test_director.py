@@ -51,7 +51,7 @@ def test_two_good_turns_are_accepted_and_cover_both_objectives(scenario_file, tm
     clients = cast(
         student=[
             "What is the capital of Vellmar? And more rambling",
-            "I learned that Korrin is the capital, founded in 1487 by Almeth.",
+            "I learned that Korrin is the capital, and Vellmar was founded in 1487 by Almeth.",
             "What is the currency of Vellmar?",
             "The currency of Vellmar is the drell, with one hundred pennets.",
         ],

@@ -60,7 +60,7 @@ def test_accepted_turns_are_stored_with_provenance(scenario_file, tmp_path: Path
     assert len(turns) == 2
     meta = {t.metadata["turn"]: t.metadata for t in turns}
     assert meta[1]["run_id"] == events[0].run_id and meta[1]["objective"].startswith("the capital")
-    assert meta[1]["teacher_model"] == "local/smollm2-135m" and meta[1]["judge_score"] > 0.6
+    assert meta[1]["teacher_model"] == "local/qwen2.5-0.5b" and meta[1]["judge_score"] > 0.6
     assert "support" in meta[1]["judge_reason"]
 
 

@@ -174,13 +174,18 @@ class Claim:
     p_yes: float | None = None  # the judge model's entailment probability, when it was asked
 
     def record(self, index: KnowledgeIndex) -> dict[str, object]:
-        """The claim as the transcript keeps it: its text, status, the passage that supports it or none."""
+        """The claim as the transcript keeps it: its text, status, the passage that supports it ("" for none)
+        and its facts; an unsupported claim keeps the sentence it contradicts, if any, as `against`."""
+        passage = " ".join(index.facts[i].text for i in self.facts)
+        supports = self.status != UNSUPPORTED
         out: dict[str, object] = {
             "text": self.text,
             "status": self.status,
-            "passage": " ".join(index.facts[i].text for i in self.facts),
-            "facts": list(self.facts),
+            "passage": passage if supports else "",
+            "facts": list(self.facts) if supports else [],
         }
+        if passage and not supports:
+            out["against"] = passage
         if self.reason:
             out["reason"] = self.reason
         if self.p_yes is not None:

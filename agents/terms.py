@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 
 WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]|\d+(?:[.,]\d+)*")
 _NUMBER = re.compile(r"^\d+(?:[.,]\d+)*$")
@@ -127,11 +128,17 @@ def content_words(text: str) -> list[str]:
     return [w for w in words(text) if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
 
 
-@functools.lru_cache(maxsize=1)
-def _snowball() -> object:
-    import snowballstemmer
+_local = threading.local()
 
-    return snowballstemmer.stemmer("english")
+
+def _snowball() -> object:
+    """This thread's stemmer: a Snowball stemmer keeps its word in instance state, so threads never share."""
+    stemmer = getattr(_local, "stemmer", None)
+    if stemmer is None:
+        import snowballstemmer
+
+        stemmer = _local.stemmer = snowballstemmer.stemmer("english")
+    return stemmer
 
 
 @functools.lru_cache(maxsize=65536)

@@ -281,7 +281,8 @@ class KnowledgeIndex:
             covered = wanted & (fact.term_set | fact.context)
             if not values <= covered or not set(piece.numbers) <= fact.term_set:
                 continue
-            share = self._weight(covered) / max(self._weight(wanted), 1e-9)
+            # a whole cover is 1.0 exactly (a float sum over two sets in two orders need not be)
+            share = 1.0 if covered == wanted else self._weight(covered) / max(self._weight(wanted), 1e-9)
             if best is None or share > best[0]:
                 best = (share, fact)
         if best is not None and best[0] >= 1.0:
@@ -395,12 +396,37 @@ class KnowledgeIndex:
                 return True
         return False
 
+    def one_topic(self, question: str) -> bool:
+        """Whether one paragraph holds the question's words of the notes (all but one, from three on):
+        a question that glues two topics together has no answer in the notes."""
+        wanted = {t for t in _terms(question) if t in self._where and t not in self.topic}
+        if len(wanted) < 2:
+            return True
+        allowed = 1 if len(wanted) >= 3 else 0
+        for paragraph in {f.paragraph for f in self.facts}:
+            vocabulary = {t for f in self.facts if f.paragraph == paragraph for t in f.term_set | f.context}
+            if len(wanted - vocabulary) <= allowed:
+                return True
+        return False
+
     def facts_of(self, objective: str) -> list[Fact]:
         """The facts an objective is about: the paragraphs holding a sentence that names one of the
         objective's own words ("how Vellmar is governed" -> the paragraph on the Council of Nineteen)."""
-        wanted = set(_terms(objective)) - self.topic
-        paragraphs = {f.paragraph for f in self.facts if wanted & (f.term_set | f.context)}
+        paragraphs = {p for p, weight in self.paragraph_affinity(objective).items() if weight > 0}
         return [f for f in self.facts if f.paragraph in paragraphs]
+
+    def paragraph_affinity(self, text: str) -> dict[int, float]:
+        """Per paragraph, the idf weight of the text's words it names (a word also meets its own
+        derivations: "breeder" meets "bred", "calmly" meets "calmest")."""
+        wanted = set(_terms(text)) - self.topic
+        weight: dict[int, float] = defaultdict(float)
+        for paragraph in {f.paragraph for f in self.facts}:
+            vocabulary = {t for f in self.facts if f.paragraph == paragraph for t in f.term_set | f.context}
+            for word in wanted:
+                hits = [t for t in vocabulary if _derived(word, t)]
+                if hits:
+                    weight[paragraph] += max(self.idf.get(t, 0.0) for t in hits)
+        return dict(weight)
 
     def facts_for(self, text: str, k: int = 3) -> list[Fact]:
         """The k facts that share the most (idf-weighted) terms with a text, best first."""
@@ -481,6 +507,15 @@ def _opening_capital(text: str) -> list[str]:
     if low in STOPWORDS or low in _COMMON_OPENERS or low.endswith("ly"):
         return []
     return [low.removesuffix("'s")]
+
+
+def _derived(a: str, b: str) -> bool:
+    """Whether two stems are one word's derivations: equal, or one starts the other (4 letters or more).
+
+    >>> _derived("breeder", "breed"), _derived("calm", "calmest"), _derived("sea", "season")
+    (True, True, False)
+    """
+    return a == b or (min(len(a), len(b)) >= 4 and (a.startswith(b) or b.startswith(a)))
 
 
 def _between(terms: list[str], x: str, y: str) -> list[str]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -120,11 +121,21 @@ class Rubric:
             return "(no notes: answer from what you know)"
         return "\n".join(f"- {p}" for p in self.knowledge.relevant(question, k))
 
-    def question(self, question: str, objective: str, topic_words: frozenset[str] = frozenset()) -> Judgement:
-        """Is the student's question a question, and on the objective? Off-topic ones are asked again.
+    def question(
+        self,
+        question: str,
+        objective: str,
+        topic_words: frozenset[str] = frozenset(),
+        facts: Sequence[str] = (),
+    ) -> Judgement:
+        """Is the student's question a question, about one thing, and on the objective? Off-topic ones are
+        asked again.
 
         `topic_words` are the words every objective shares (the domain's name, say): naming them
-        alone does not put a question on a particular objective.
+        alone does not put a question on a particular objective. `facts` are the objective's facts: their
+        words count as the objective's ("how it is governed" asks of the council). A question whose words
+        no one paragraph of the knowledge holds together glues two topics ("How many stars are in the
+        record and the warning signal?") and has no answer.
         """
         words = {stem(w) for w in content_words(question)}
         if not words:
@@ -138,10 +149,15 @@ class Rubric:
             )
             return Judgement(0.0, False, reason, {"objective": 0.0, "domain": 0.0})
         specific = {stem(w) for w in content_words(objective)} - topic_words
-        if self.knowledge:  # its facts count as the objective's words ("how it is governed": the council)
+        if self.knowledge:
             words = {stem(w) for w in content_words(numbers_as_digits(question))}
-            facts = {t for f in self.index.facts_of(objective) for t in f.term_set} - self.index.topic
-            shared = len(specific & words) + len((facts - specific) & words)
+            if not self.index.one_topic(question):
+                reason = f"asks about two things at once for '{objective}'"
+                return Judgement(0.0, False, reason, {"objective": 0.0})
+            own = {t for text in facts for t in _stems(text)} or {
+                t for f in self.index.facts_of(objective) for t in f.term_set
+            }
+            shared = len(specific & words) + len((own - specific - self.index.topic) & words)
         else:
             shared = len(specific & words)
         on_objective = min(1.0, shared / max(1, min(len(specific), 2)))
@@ -192,7 +208,7 @@ class Rubric:
         failed = next((c for c in claims if not self._holds(c)), None)
         if failed is not None:
             return Judgement(0.0, False, f"unsupported: {_why(failed)}", components, records)
-        if not _adds_something(question, answer):
+        if not _adds_something(question, answer) and not _confirms(question, answer):
             return Judgement(0.0, False, "the answer only repeats the question", components, records)
         if not self.index.answers(question, claims):
             return Judgement(0.0, False, "does not answer the question", components, records)
@@ -393,6 +409,12 @@ def _why(claim: Claim) -> str:
     if claim.status == UNCERTAIN and claim.p_yes is None:
         return f"{text} ({claim.reason}; no judge model to ask)"
     return f"{text} (judge model: P(true) {claim.p_yes:.2f})"
+
+
+def _confirms(question: str, answer: str) -> bool:
+    """A yes-or-no question ("Is it true that ...?") answered by a yes or a no and a restatement."""
+    asks = re.match(r"\s*(is|are|was|were|do|does|did|can|has|have|so)\b", question, re.IGNORECASE)
+    return bool(asks) and bool(re.match(r"\s*(yes|no|that's right|correct)\b", answer, re.IGNORECASE))
 
 
 def _adds_something(question: str, answer: str) -> bool:

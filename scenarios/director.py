@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from autogen_agentchat.base import ChatAgent
 
     from teachback.agents.cast import Cast, Seated
+    from teachback.scenarios.curriculum import Curriculum
 
 Emit = Callable[[Event], None]
 
@@ -79,11 +80,17 @@ class Progress:
     lessons: list[tuple[str, str, str]] = field(default_factory=list)
 
     tries: dict[str, int] = field(default_factory=dict)  # objective -> turns spent on it
+    taught: dict[int, int] = field(default_factory=dict)  # curriculum fact -> accepted turns that stated it
+    said: dict[int, str] = field(default_factory=dict)  # curriculum fact -> the last answer that taught it
 
-    def next_objective(self) -> str:
-        """The objective not yet covered that had the fewest turns (the first of those); once all are
-        covered, cycle through them by turn. A small student that fails its teach-back again and again
-        on one objective so moves on, and comes back to it with the hint of what went wrong."""
+    def next_objective(self, open_objectives: Sequence[str] = ()) -> str:
+        """Of the objectives with facts still to teach (`open_objectives`, when there is a curriculum),
+        the one with the fewest turns; else the objective not yet covered that had the fewest turns (the
+        first of those); once all are covered, cycle through them by turn. A small student that fails its
+        teach-back again and again on one objective so moves on, and comes back to it with the hint of
+        what went wrong."""
+        if open_objectives:
+            return min(open_objectives, key=lambda o: self.tries.get(o, 0))
         uncovered = [o for o in self.objectives if o not in self.covered]
         if uncovered:
             return min(uncovered, key=lambda o: self.tries.get(o, 0))
@@ -107,10 +114,13 @@ class Director:
         *,
         clock: Callable[[], float] = time.monotonic,
         t_offset: float = 0.0,
+        curriculum: Curriculum | None = None,
     ):
         self.scenario = scenario
         self.cast = cast
         self.rubric = rubric
+        self.curriculum = curriculum
+        self.phrasings = int(getattr(scenario, "phrasings", 1))
         self._emit = emit
         self._clock = clock
         self._t0 = clock() - t_offset
@@ -174,13 +184,25 @@ class Director:
     async def _turn(self, progress: Progress) -> None:
         turn = progress.next_turn
         seat = self.cast.students[(turn - 1) % len(self.cast.students)]
-        objective = progress.next_objective()
+        curriculum = self.curriculum
+        open_objectives = curriculum.open_objectives(progress.taught, self.phrasings) if curriculum else []
+        objective = progress.next_objective(open_objectives)
         progress.tries[objective] = progress.tries.get(objective, 0) + 1
-        self.emit(TurnStarted, turn=turn, objective=objective, student=seat.name)
+        target = curriculum.next_fact(objective, progress.taught, self.phrasings) if curriculum else None
+        self.emit(
+            TurnStarted,
+            turn=turn,
+            objective=objective,
+            student=seat.name,
+            facts=[target] if target is not None else [],
+        )
 
         classmate = self._classmate(progress, seat)
-        question = await self._ask(turn, seat, objective, progress.mistakes.get(objective, ""), classmate)
-        answer, verdict, teacher = await self._answer(turn, question)
+        mistake = progress.mistakes.get(objective, "")
+        steer = self._steer(objective, target, progress)
+        question = await self._ask(turn, seat, objective, mistake, classmate, steer, target)
+        before = progress.said.get(target, "") if target is not None else ""
+        answer, verdict, teacher = await self._answer(turn, question, before)
         if not verdict.accepted or teacher is None:
             progress.rejected += 1
             progress.mistakes[objective] = "The last answer about this was rejected; ask more precisely."
@@ -199,6 +221,10 @@ class Director:
             progress.mistakes[objective] = f"Last time you misunderstood it ({check.reason})."
         progress.accepted += 1
         progress.lessons.append((question, answer, seat.name))
+        taught = self._taught(question, objective, verdict, check)
+        for fact in taught:
+            progress.taught[fact] = progress.taught.get(fact, 0) + 1
+            progress.said[fact] = answer
         self.emit(
             TurnAccepted,
             turn=turn,
@@ -212,7 +238,33 @@ class Director:
             objective_covered=covered,
             student=seat.name,
             teacher=teacher.name,
+            facts=taught,
+            teachback_accepted=bool(check and check.accepted),
         )
+
+    def _taught(
+        self, question: str, objective: str, verdict: Judgement, check: Judgement | None
+    ) -> list[int]:
+        """The curriculum facts an accepted turn stated: its answer's, then its accepted teach-back's."""
+        if self.curriculum is None:
+            return []
+        taught = self.curriculum.taught(question, verdict.claims)
+        if check is not None and check.accepted:
+            taught += [f for f in self.curriculum.taught(objective, check.claims) if f not in taught]
+        return taught
+
+    def _steer(self, objective: str, target: int | None, progress: Progress) -> str:
+        """What the student is asked to ask: about the objective, or about the target fact with its answer
+        left out; a fact taught before is asked about again another way (a check, then a follow-up)."""
+        if self.curriculum is None or target is None:
+            return prompts.render("student_ask", objective=objective, feedback="")
+        times = progress.taught.get(target, 0)
+        hint = self.curriculum.hint(target, objective)
+        if times == 1:
+            return prompts.render("student_check", objective=objective, fact=self.curriculum.facts[target])
+        if times >= 2:
+            return prompts.render("student_follow_up", objective=objective, hint=hint)
+        return prompts.render("student_ask_fact", objective=objective, hint=hint)
 
     def _classmate(self, progress: Progress, seat: Seated) -> str:
         """In a classroom, what the previous student asked and was taught ("" when it was this student)."""
@@ -223,12 +275,26 @@ class Director:
             return ""
         return prompts.render("student_classmate", classmate=student, question=question, answer=answer)
 
-    async def _ask(self, turn: int, seat: Seated, objective: str, mistake: str, classmate: str) -> str:
+    async def _ask(
+        self,
+        turn: int,
+        seat: Seated,
+        objective: str,
+        mistake: str,
+        classmate: str,
+        steer: str,
+        target: int | None,
+    ) -> str:
         from autogen_agentchat.messages import TextMessage
 
         feedback = mistake
+        facts = (
+            [self.curriculum.facts[i] for i in self.curriculum.of_objective.get(objective, [])]
+            if self.curriculum
+            else []
+        )
         for attempt in range(1, self.scenario.question_retries + 2):
-            prompt = prompts.render("student_ask", objective=objective, feedback=feedback)
+            prompt = f"{feedback}\n{steer}" if feedback else steer
             if classmate:
                 prompt = f"{classmate}\n{prompt}"
             text = await self._speak(
@@ -240,19 +306,53 @@ class Director:
                 attempt=attempt,
             )
             question = _first_question(text)
-            judged = self.rubric.question(question, objective, self._topic_words)
+            judged = self.rubric.question(question, objective, self._topic_words, facts)
             self._verdict(turn, QUESTION, judged, attempt, seat.name)
             if judged.accepted:
                 return question
-            feedback = f"Your question '{question[:80]}' was off topic. Ask about {objective}."
-        question = fallback_question(objective, turn)
+            feedback = (
+                f"Your question '{question[:80]}' was not right ({judged.reason}). Ask about {objective}."
+            )
+        question = await self._repair(objective, target, turn)
         self.emit(
-            Notice, level="warning", turn=turn, message=f"student stayed off topic; director asks: {question}"
+            Notice,
+            level="warning",
+            turn=turn,
+            message=f"the student's question was not usable ({judged.reason}); director asks: {question}",
         )
         return question
 
-    async def _answer(self, turn: int, question: str) -> tuple[str, Judgement, Seated | None]:
+    async def _repair(self, objective: str, target: int | None, turn: int) -> str:
+        """A question the director asks itself when the student's stay unusable: the judge model turns the
+        target fact's hint into one short question; without one (or if it fails), a plain question."""
+        if self.curriculum is not None and target is not None and self.cast.judge_client is not None:
+            from autogen_core.models import SystemMessage, UserMessage
+
+            hint = self.curriculum.hint(target, objective)
+            messages = [
+                SystemMessage(content=prompts.render("question_writer_system")),
+                UserMessage(content=prompts.render("question_writer", hint=hint), source="director"),
+            ]
+            try:
+                result = await self.cast.judge_client.create(
+                    messages, json_output=False, extra_create_args={"max_tokens": 40, "temperature": 0.0}
+                )
+            except Exception:  # the plain question below still asks about the objective
+                result = None
+            text = result.content if result is not None and isinstance(result.content, str) else ""
+            question = _first_question(text)
+            if (
+                question.endswith("?")
+                and self.rubric.question(question, objective, self._topic_words).accepted
+            ):
+                return question
+        return fallback_question(objective, turn)
+
+    async def _answer(
+        self, turn: int, question: str, before: str = ""
+    ) -> tuple[str, Judgement, Seated | None]:
         """Every teacher answers (at once); the judge scores each; a rejected round is asked again.
+        `before` is an earlier accepted answer about the same fact: the teacher is asked to word it anew.
 
         Returns the chosen answer, its verdict and its teacher; when none was accepted, the best-scoring
         answer of the last round and None.
@@ -265,7 +365,7 @@ class Director:
         for attempt in range(1, self.scenario.answer_retries + 2):
             results = await asyncio.gather(
                 *(
-                    self._candidate(turn, seat, question, notes, feedback[seat.name], attempt)
+                    self._candidate(turn, seat, question, notes, feedback[seat.name], attempt, before)
                     for seat in active
                 ),
                 return_exceptions=True,
@@ -291,14 +391,23 @@ class Director:
         return best.answer, best.judgement, teacher
 
     async def _candidate(
-        self, turn: int, seat: Seated, question: str, notes: str, feedback: str, attempt: int
+        self,
+        turn: int,
+        seat: Seated,
+        question: str,
+        notes: str,
+        feedback: str,
+        attempt: int,
+        before: str = "",
     ) -> Candidate:
         """One teacher's answer and its verdict; a failing teacher becomes a candidate with its error."""
         from autogen_agentchat.messages import TextMessage
 
         try:
             await seat.agent.on_reset(self._cancel)
-            prompt = prompts.render("teacher_question", notes=notes, question=question, feedback=feedback)
+            prompt = prompts.render(
+                "teacher_question", notes=notes, question=question, feedback=feedback, before=before
+            )
             text = await self._speak(
                 seat,
                 [TextMessage(content=prompt, source="student")],

@@ -115,6 +115,9 @@ def progress_from(events: list[Event], objectives: list[str]) -> tuple[Progress,
         if isinstance(event, TurnAccepted):
             progress.accepted += 1
             progress.lessons.append((event.question, event.answer, event.student))
+            for fact in event.facts if isinstance(event.facts, list) else []:
+                progress.taught[fact] = progress.taught.get(fact, 0) + 1
+                progress.said[fact] = event.answer
             if event.objective_covered and event.objective not in progress.covered:
                 progress.covered.append(event.objective)
             done = max(done, event.turn)
@@ -179,6 +182,17 @@ def _previous_run(run_dir: Path) -> tuple[RunStarted, list[Event]]:
     return header, events
 
 
+def _embedder() -> Any:
+    """MiniLM sentence embeddings (offline), for placing the facts an objective's words miss; None if the
+    model cannot load (the curriculum then places them by size)."""
+    try:
+        from teachback.memory.embeddings import MiniLMEmbedding
+
+        return MiniLMEmbedding().embed
+    except Exception:  # the curriculum works without it
+        return None
+
+
 def _import_litellm_in_background() -> threading.Thread:
     """litellm takes ~5 s to import; start it now so it overlaps with server and model start-up."""
     from teachback.agents.litellm_client import import_litellm
@@ -198,6 +212,7 @@ def run_scenario(
     from teachback.agents.llama_server import ServerPool
     from teachback.agents.models import check_litellm_model, resolve
     from teachback.memory.sink import MemorySink
+    from teachback.scenarios.curriculum import Curriculum
     from teachback.scenarios.director import Director, Progress
     from teachback.scenarios.loader import find_scenario, load_scenario
     from teachback.scenarios.seats import seat_record
@@ -244,6 +259,12 @@ def run_scenario(
             if not resolve(spec).is_local:
                 check_litellm_model(spec)
 
+    rubric = Rubric(Knowledge(loaded.knowledge_text), scenario.judge.threshold)
+    curriculum = (
+        Curriculum.build(rubric.index, list(scenario.objectives), scenario.facts, embed=_embedder())
+        if rubric.knowledge
+        else None
+    )
     if header is not None and request.resume is not None:
         run_dir = request.resume
         progress, t_offset = progress_from(events, scenario.objectives)
@@ -265,6 +286,7 @@ def run_scenario(
         "answer_retries": scenario.answer_retries,
         "question_retries": scenario.question_retries,
         "teachback": scenario.teachback,
+        "phrasings": scenario.phrasings,
         "adapter": str(adapter_path) if adapter_path else None,
         "memory_namespace": namespace or None,
         "roles": {  # the first seat of each role; every seat's own are in the header's seats
@@ -301,6 +323,8 @@ def run_scenario(
             objectives=list(scenario.objectives),
             resumed_from_turn=progress.next_turn - 1 if header else 0,
             seats=[seat_record(seat) for seat in (*teachers, *students)],
+            facts=list(curriculum.facts) if curriculum else [],
+            fact_objectives=dict(curriculum.of_objective) if curriculum else {},
         )
         emit(start)
         if memory is not None:
@@ -337,8 +361,7 @@ def run_scenario(
                 seats=(teachers, students),
                 memory=memory,
             )
-            rubric = Rubric(Knowledge(loaded.knowledge_text), scenario.judge.threshold)
-            director = Director(scenario, cast, rubric, emit, t_offset=t_offset)
+            director = Director(scenario, cast, rubric, emit, t_offset=t_offset, curriculum=curriculum)
 
             if litellm_import is not None:
                 litellm_import.join()  # overlapped with loading the scenario, the servers and the student

@@ -277,6 +277,16 @@ class Scenario(_Strict):
     teachback: bool = Field(
         default=True, description="the student restates what it learned after each accepted answer"
     )
+    facts: list[Text] | None = Field(
+        default=None,
+        description="the atomic facts to teach, one per item (default: the knowledge's sentences)",
+    )
+    phrasings: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="accepted turns each fact is taught in, each worded differently, 1 to 10",
+    )
     seed: int = Field(default=0, description="random seed for sampling")
     quiz: list[QuizItem] = Field(
         default_factory=list, description="held-out questions with reference answers"

@@ -56,16 +56,22 @@ class RunStarted(Event):
     # every teacher and student seat: {"role", "name", "model"[, "adapter"]} and, for a student,
     # {"namespace", "learning"}; empty in transcripts from before panels and classrooms
     seats: list[dict[str, Any]] = field(default_factory=list)
+    # the curriculum: the atomic facts to teach (turns name them by index) and, per objective, its facts;
+    # empty in transcripts from before fact coverage
+    facts: list[str] = field(default_factory=list)
+    fact_objectives: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class TurnStarted(Event):
-    """A turn begins: `student` (its seat name; "" in old transcripts) asks about `objective`."""
+    """A turn begins: `student` (its seat name; "" in old transcripts) asks about `objective`, steered to
+    the curriculum facts `facts` (indices into the header's `facts`)."""
 
     type: ClassVar[str] = "turn_started"
     turn: int
     objective: str
     student: str = ""
+    facts: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,8 @@ class TurnAccepted(Event):
     objective_covered: bool = False
     student: str = ""  # the seat that asked ("" in old transcripts: the one student)
     teacher: str = ""  # the seat whose answer was accepted
+    facts: list[int] = field(default_factory=list)  # curriculum facts the answer (and teach-back) stated
+    teachback_accepted: bool = False  # the restatement passed the gate: a training example too
 
 
 @dataclass(frozen=True)

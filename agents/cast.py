@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from autogen_agentchat.base import ChatAgent
     from autogen_core.models import ChatCompletionClient
 
+    from teachback.agents.entailment import Entailer
     from teachback.agents.llama_server import ServerPool
     from teachback.memory.store import MemoryStore
     from teachback.scenarios.seats import Seat, StudentSeat
@@ -52,7 +53,8 @@ class Cast:
     judge: ChatAgent
     models: dict[str, str]  # role -> the first seat's model string, as the user wrote it
     clients: list[ChatCompletionClient] = field(default_factory=list)
-    judge_client: ChatCompletionClient | None = None  # asked directly for entailment (log-probabilities)
+    judge_client: ChatCompletionClient | None = None  # asked directly: the director's own questions
+    entailer: Entailer | None = None  # the judge model's entailment question for the gate (entailment.py)
 
     @property
     def teacher(self) -> ChatAgent:
@@ -65,6 +67,9 @@ class Cast:
     async def close(self) -> None:
         for client in self.clients:
             await client.close()
+        close = getattr(self.entailer, "close", None)
+        if close is not None:
+            close()
 
 
 def primed_context(buffer_size: int) -> Any:
@@ -257,4 +262,16 @@ def build_cast(
         description="grades answers against the knowledge",
     )
     first = {"student": students[0].model, "teacher": teachers[0].model, "judge": judge_model}
-    return Cast(seated_teachers, seated_students, judge, first, made, judge_client)
+    entailer = make_entailer(judge_model, judge_client, scripted="judge" in clients)
+    return Cast(seated_teachers, seated_students, judge, first, made, judge_client, entailer)
+
+
+def make_entailer(model: str, client: ChatCompletionClient, *, scripted: bool = False) -> Entailer:
+    """The gate's entailment: in-process for a local judge (P(true) from its logits), else the question
+    put to the judge's client (log-probabilities where the API gives them)."""
+    from teachback.agents.entailment import ChatEntailer, LocalEntailer
+
+    ref = resolve(model)
+    if ref.local_path is not None and not scripted:
+        return LocalEntailer(ref.local_path)
+    return ChatEntailer(client)

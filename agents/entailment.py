@@ -1,11 +1,18 @@
-"""Entailment: ask the judge model whether the notes say a claim, and read P(yes) from its log-probabilities.
+"""Entailment: ask the judge model whether the notes say a claim, and read P(true) from its probabilities.
 
     p = await entailment(client, "Korrin is the capital of Vellmar.", "The capital is Korrin.")   # 0..1
+    p = await LocalEntailer(path).p_true("Korrin is the capital of Vellmar.", "The capital is Korrin.")
 
-One token is generated (greedy). Where the model's server returns log-probabilities (llama.cpp's server,
-OpenAI), P(yes) is the probability mass of "yes"/"true" among the first token's alternatives, over that of
-"yes" and "no" together: a graded signal, not a coin flip. Where it returns none, the first word decides
-(1.0 or 0.0), and anything else is None: no signal.
+Two ways to ask, one question (prompts.yaml: `entail_system`, `entail_question`):
+
+- `LocalEntailer`: a local GGUF judge, in-process. One prompt evaluation, no generation: P(true) is the
+  softmax mass of "true" over "true" and "false" at the answer's first position, read from the last
+  position's logits. A llama.cpp server returns log-probabilities only when it keeps the logits of every
+  prompt token (`logits_all`): for Qwen's 151,936-token vocabulary that is 2.5 GB of scores and several
+  times the prompt time, so teachback's servers do not, and its local judge answers here instead.
+- `entailment(client, ...)`: any chat client (a hosted judge). One token is generated (greedy); where the
+  API returns log-probabilities (OpenAI), P(true) is read from the first token's alternatives; where it
+  returns none, the first word decides (1.0 or 0.0), and anything else is None: no signal.
 
 The premise is the sentence (or two) of the notes that `claims.py` aligned the claim with, not the whole
 notes: a 0.5B model barely separates true from false claims against a whole page (P(yes) 0.25-0.44 for
@@ -14,8 +21,11 @@ everything, measured on 39 labelled answers), and does much better against one s
 
 from __future__ import annotations
 
+import asyncio
 import math
-from typing import TYPE_CHECKING, Any
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from teachback.agents import prompts
 
@@ -35,6 +45,22 @@ def entailment_messages(premise: str, claim: str) -> list[Any]:
         SystemMessage(content=prompts.render("entail_system")),
         UserMessage(content=prompts.render("entail_question", notes=premise, claim=claim), source="director"),
     ]
+
+
+class Entailer(Protocol):
+    """Whatever answers the gate's entailment question: P(the premise says the claim), or None."""
+
+    async def p_true(self, premise: str, claim: str) -> float | None: ...
+
+
+class ChatEntailer:
+    """The entailment question put to any chat client (a hosted judge, or the scripted one in tests)."""
+
+    def __init__(self, client: ChatCompletionClient):
+        self.client = client
+
+    async def p_true(self, premise: str, claim: str) -> float | None:
+        return await entailment(self.client, premise, claim)
 
 
 async def entailment(client: ChatCompletionClient, premise: str, claim: str) -> float | None:
@@ -99,3 +125,111 @@ def p_yes_from_text(text: str) -> float | None:
         return 0.0
     verdict = parse_verdict(text)
     return verdict.score / 10 if verdict is not None else None
+
+
+class LocalEntailer:
+    """P(true) from a local GGUF judge, in-process, with the prompt's shared beginning kept between calls."""
+
+    def __init__(self, model_path: str | Path, *, n_ctx: int = 1024, n_threads: int | None = None):
+        self.model_path = Path(model_path)
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self._llama: Any = None
+        self._format: Any = None
+        self._true: list[int] = []
+        self._false: list[int] = []
+        self._lock = threading.Lock()
+
+    async def p_true(self, premise: str, claim: str) -> float | None:
+        return await asyncio.to_thread(self._p_true, premise, claim)
+
+    def _p_true(self, premise: str, claim: str) -> float | None:
+        import numpy as np
+
+        with self._lock:
+            llama = self._load()
+            messages = [
+                {"role": "system", "content": prompts.render("entail_system")},
+                {"role": "user", "content": prompts.render("entail_question", notes=premise, claim=claim)},
+            ]
+            prompt = self._format(messages=messages).prompt
+            tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+            tokens = tokens[-(self.n_ctx - 1) :]
+            kept = min(Llama_prefix(llama, tokens), len(tokens) - 1)  # at least one token is evaluated
+            llama.n_tokens = kept
+            llama.eval(tokens[kept:])
+            logits = np.ctypeslib.as_array(_last_logits(llama), shape=(llama.n_vocab(),))
+            top = float(logits.max())
+            true = float(np.exp(logits[self._true] - top).sum())
+            false = float(np.exp(logits[self._false] - top).sum())
+            return true / (true + false) if true + false > 0 else None
+
+    def _load(self) -> Any:
+        if self._llama is not None:
+            return self._llama
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        from teachback.agents.llama_local import default_threads
+        from teachback.errors import ModelError
+
+        try:
+            llama = Llama(
+                model_path=str(self.model_path),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads or default_threads(),
+                n_threads_batch=self.n_threads or default_threads(),
+                logits_all=False,
+                verbose=False,
+            )
+        except Exception as exc:
+            raise ModelError(f"judge {self.model_path}: cannot load it for entailment ({exc})") from None
+        template = llama.metadata.get("tokenizer.chat_template") or _PLAIN_TEMPLATE
+        eos = llama.detokenize([llama.token_eos()]).decode("utf-8", "replace")
+        bos = (
+            llama.detokenize([llama.token_bos()]).decode("utf-8", "replace") if llama.token_bos() >= 0 else ""
+        )
+        self._format = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
+        self._true = _first_tokens(llama, ("true", "True", " true", " True", "TRUE"))
+        self._false = _first_tokens(llama, ("false", "False", " false", " False", "FALSE"))
+        self._llama = llama
+        return llama
+
+    def close(self) -> None:
+        if self._llama is not None:
+            self._llama.close()
+            self._llama = None
+
+
+# A model with no chat template of its own (a base model) reads the question as plain text.
+_PLAIN_TEMPLATE = (
+    "{% for m in messages %}{{ m['content'] }}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}Answer:{% endif %}"
+)
+
+
+def _first_tokens(llama: Any, words: tuple[str, ...]) -> list[int]:
+    """The first token of each spelling of an answer word, without repeats."""
+    out: list[int] = []
+    for word in words:
+        ids = llama.tokenize(word.encode("utf-8"), add_bos=False, special=False)
+        if ids and ids[0] not in out:
+            out.append(ids[0])
+    return out
+
+
+def Llama_prefix(llama: Any, tokens: list[int]) -> int:  # noqa: N802 - names the Llama state it reads
+    """How many of `tokens` the context already holds (from the last call), so only the rest is evaluated."""
+    held = llama.input_ids[: llama.n_tokens].tolist()
+    n = 0
+    for a, b in zip(held, tokens, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def _last_logits(llama: Any) -> Any:
+    import llama_cpp
+
+    return llama_cpp.llama_get_logits_ith(llama.ctx, -1)

@@ -122,6 +122,11 @@ class LlamaServer:
             str(self.n_threads),
             "--interrupt_requests",
             "False",
+            # No logits kept for every prompt token (the server's default): for Qwen's 151,936-token
+            # vocabulary those are 2.5 GB and several times the prompt time. Nothing asks a managed server
+            # for log-probabilities; the local judge's entailment runs in-process (agents/entailment.py).
+            "--logits_all",
+            "False",
             *(["--lora_path", str(self.lora_path)] if self.lora_path is not None else []),
             *(["--chat_format", self.chat_format] if self.chat_format else []),
         ]

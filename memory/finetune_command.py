@@ -250,15 +250,17 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
         )
     store = MemoryStore.open(path=request.memory_dir, url=request.memory_url, create=False)
     turns = select_turns(store, request, namespace, runs)
-    pairs = [(t.question, t.answer) for t in turns]
+    pairs = [pair for t in turns for pair in t.examples()]
     out = request.out or ADAPTERS_DIR / f"{namespace}-{time.strftime('%Y%m%d-%H%M%S')}.gguf"
 
     need, avail = memory_needed(ref.local_path, config)
     console.print(
-        f"fine-tuning {ref.spec} on {len(pairs)} accepted turns of {namespace!r}"
+        f"fine-tuning {ref.spec} on {len(pairs)} examples from {len(turns)} accepted turns of {namespace!r}"
         + (f" (runs {', '.join(runs)})" if runs else ""),
         soft_wrap=True,
     )
+    if header is not None and header.facts:
+        console.print(fact_table(header.facts, turns), soft_wrap=True)
     console.print(
         f"rank {config.rank} · {config.epochs} epochs · window {config.n_ctx} · "
         f"estimated peak memory {need / 2**30:.2f} GiB"
@@ -421,3 +423,28 @@ def _train_with_progress(
             checkpoint_dir=out.parent / f".{out.stem}.checkpoints",
             metadata={"namespace": namespace, "runs": runs, "student": student, "objectives": objectives},
         )
+
+
+def fact_table(facts: list[str], turns: list[Any]) -> Any:
+    """Per curriculum fact: the examples that state it and how many wordings of it they hold."""
+    from rich import box
+    from rich.table import Table
+
+    examples: dict[int, int] = {}
+    wordings: dict[int, set[str]] = {}
+    for turn in turns:
+        for fact in turn.facts:
+            for _question, text in turn.examples():
+                examples[fact] = examples.get(fact, 0) + 1
+                wordings.setdefault(fact, set()).add(" ".join(text.lower().split()))
+    table = Table(box=box.SIMPLE, title="examples per fact", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("fact")
+    table.add_column("examples", justify="right")
+    table.add_column("phrasings", justify="right")
+    for i, fact in enumerate(facts):
+        short = fact if len(fact) <= 70 else fact[:69] + "…"
+        table.add_row(str(i), short, str(examples.get(i, 0)), str(len(wordings.get(i, ()))))
+    taught = sum(1 for i in range(len(facts)) if examples.get(i))
+    table.caption = f"{taught}/{len(facts)} facts have at least one example"
+    return table

@@ -71,6 +71,8 @@ RECORD_FIELDS = (
     "judge_reason",
     "teachback",
     "teachback_score",
+    "teachback_accepted",
+    "facts",
     "created_at",
     "updated_at",
     "teachback_version",
@@ -98,6 +100,8 @@ class TurnRecord:
     judge_reason: str = ""
     teachback: str = ""
     teachback_score: float = 0.0
+    teachback_accepted: bool = False  # the restatement passed the gate: a training example of its own
+    facts: tuple[int, ...] = ()  # the curriculum facts the turn stated (indices into its run's facts)
 
     @classmethod
     def from_event(cls, accepted: TurnAccepted, header: RunStarted, judge_reason: str = "") -> TurnRecord:
@@ -115,6 +119,8 @@ class TurnRecord:
             judge_reason=judge_reason,
             teachback=accepted.teachback,
             teachback_score=float(accepted.teachback_score),
+            teachback_accepted=bool(accepted.teachback_accepted),
+            facts=tuple(int(f) for f in accepted.facts if isinstance(f, int)),
         )
 
 
@@ -161,6 +167,24 @@ class StoredTurn:
     @property
     def duplicate_of(self) -> str | None:
         return str(self.metadata.get("duplicate_of") or "") or None
+
+    @property
+    def teachback(self) -> str:
+        """The student's restatement, when it passed the gate ("" otherwise, and in older records)."""
+        return str(self.metadata.get("teachback", "")) if self.metadata.get("teachback_accepted") else ""
+
+    @property
+    def facts(self) -> list[int]:
+        """The curriculum facts the turn stated (none in older records)."""
+        return [int(f) for f in str(self.metadata.get("facts", "")).split(",") if f.strip().isdigit()]
+
+    def examples(self) -> list[tuple[str, str]]:
+        """What the turn teaches: the question with the teacher's answer, and with the student's own
+        accepted restatement (a second wording of the same facts)."""
+        pairs = [(self.question, self.answer)]
+        if self.teachback and self.teachback.strip() != self.answer.strip():
+            pairs.append((self.question, self.teachback))
+        return pairs
 
 
 @dataclass(frozen=True)
@@ -685,6 +709,8 @@ def _metadata(record: TurnRecord, **extra: Any) -> dict[str, Any]:
         "judge_reason": record.judge_reason,
         "teachback": record.teachback,
         "teachback_score": float(record.teachback_score),
+        "teachback_accepted": bool(record.teachback_accepted),
+        "facts": ",".join(str(f) for f in record.facts),  # chromadb metadata holds no lists
         "teachback_version": __version__,
         "content_sha256": content_sha256(record.question, record.answer),
     }

@@ -448,7 +448,7 @@ class Director:
     ) -> Judgement:
         """Claim by claim against the knowledge, the judge model asked about each claim the alignment
         leaves open (see judge.py); without knowledge, the judge model's verdict."""
-        if self.rubric.knowledge and self.cast.judge_client is not None:
+        if self.rubric.knowledge and self.cast.entailer is not None:
             claims = await self._entail(turn, question, answer, attempt)
             judged = self.rubric.answer(question, answer, None, claims)
             self._verdict(turn, ANSWER, judged, attempt, teacher)
@@ -460,19 +460,16 @@ class Director:
         answer open; one judge message per answer in the transcript, a line per claim."""
         from dataclasses import replace
 
-        from teachback.agents.entailment import entailment
-
         claims = self.rubric.claims(question, answer)
         if not self.rubric.open_claims(question, answer, claims):
             return claims
-        assert self.cast.judge_client is not None
+        entailer = self.cast.entailer
+        assert entailer is not None
         started = self._clock()
         checked = []
         for claim in claims:
             premise = self.rubric.premise(claim)
-            checked.append(
-                replace(claim, p_yes=await entailment(self.cast.judge_client, premise, claim.text))
-            )
+            checked.append(replace(claim, p_yes=await entailer.p_true(premise, claim.text)))
         lines = [
             f"P(true) {c.p_yes:.2f}: {c.text}" if c.p_yes is not None else f"no answer: {c.text}"
             for c in checked

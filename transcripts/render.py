@@ -86,6 +86,7 @@ class RunStats:
         self.seconds = 0.0
         self.teachers: dict[str, SeatStats] = {}  # a panel's members, by name
         self.students: dict[str, int] = {}  # accepted turns per student
+        self.taught: dict[int, int] = {}  # curriculum fact -> accepted turns that stated it
 
     def update(self, event: Event) -> None:
         turn = getattr(event, "turn", 0)
@@ -98,6 +99,8 @@ class RunStats:
             self.seconds += max(0.0, event.seconds)
         elif isinstance(event, TurnAccepted):
             self.accepted += 1
+            for fact in event.facts if isinstance(event.facts, list) else []:
+                self.taught[fact] = self.taught.get(fact, 0) + 1
             if event.objective_covered:
                 self.covered.add(event.objective)
             self.students[event.student] = self.students.get(event.student, 0) + 1
@@ -131,6 +134,25 @@ class RunStats:
         return len(self.header.objectives) if self.header else 0
 
     @property
+    def facts(self) -> list[str]:
+        """The curriculum's facts (none in transcripts from before fact coverage)."""
+        facts = self.header.facts if self.header else []
+        return [str(f) for f in facts] if isinstance(facts, list) else []
+
+    def facts_taught(self) -> str:
+        """`12/33`: facts stated by at least one accepted turn, of the curriculum's."""
+        return f"{sum(1 for i in range(len(self.facts)) if self.taught.get(i))}/{len(self.facts)}"
+
+    def steered(self, started: TurnStarted) -> str:
+        """` · fact: Korrin is the capital…`: the curriculum fact a turn is steered to, if any."""
+        facts = self.facts
+        targets = [facts[i] for i in started.facts if isinstance(i, int) and 0 <= i < len(facts)]
+        return f" · fact: {_short(targets[0])}" if targets else ""
+
+    def missing_facts(self) -> list[str]:
+        return [f for i, f in enumerate(self.facts) if not self.taught.get(i)]
+
+    @property
     def acceptance(self) -> float | None:
         decided = self.accepted + self.rejected
         return self.accepted / decided if decided else None
@@ -145,6 +167,8 @@ class RunStats:
         parts = [f"turn {self.turn}{budget}"]
         if self.objectives:
             parts.append(f"objectives {len(self.covered)}/{self.objectives}")
+        if self.facts:
+            parts.append(f"facts taught {self.facts_taught()}")
         parts.append(f"accepted {_percent(self.acceptance)}")
         parts.append(f"{_rate(self.tokens_per_second)} tok/s")
         return Text(" · ".join(parts), style="dim")
@@ -321,6 +345,14 @@ def summary_table(finished: RunFinished, stats: RunStats) -> Table:
     table.add_row("accepted", str(finished.accepted))
     table.add_row("acceptance rate", _percent(finished.acceptance_rate))
     table.add_row("objectives covered", f"{covered}{total}")
+    if stats.facts:
+        missing = stats.missing_facts()
+        table.add_row("facts taught", stats.facts_taught())
+        if missing:
+            shown = "; ".join(_short(f) for f in missing[:4]) + (
+                f"; and {len(missing) - 4} more" if len(missing) > 4 else ""
+            )
+            table.add_row("not taught yet", shown)
     table.add_row("tokens/s", _rate(stats.tokens_per_second))
     teachers = stats.seats("teacher")
     if len(teachers) > 1:
@@ -333,6 +365,10 @@ def summary_table(finished: RunFinished, stats: RunStats) -> Table:
     if finished.reason:
         table.add_row("reason", finished.reason)
     return table
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _asked_by(started: TurnStarted) -> str:
@@ -366,7 +402,9 @@ class PlainRenderer:
         if isinstance(event, RunStarted):
             return header_line(event)
         if isinstance(event, TurnStarted):
-            return Text(f"objective: {event.objective}" + _asked_by(event), style="bold")
+            return Text(
+                f"objective: {event.objective}" + _asked_by(event) + self.stats.steered(event), style="bold"
+            )
         if isinstance(event, MessageDone):
             return message_line(event.role, event.name, event.kind, event.text, event.attempt)
         if isinstance(event, Verdict):
@@ -559,7 +597,7 @@ class LiveRenderer:
             return [*self._finish_turn(), header_line(event)]
         if isinstance(event, TurnStarted):
             printed = self._finish_turn()
-            self._turn = _Turn(event.turn, event.objective, event.student)
+            self._turn = _Turn(event.turn, event.objective + self.stats.steered(event), event.student)
             return printed
         if isinstance(event, (TokenDelta, MessageDone)):
             printed, turn = self._turn_for(event.turn)

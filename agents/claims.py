@@ -34,8 +34,9 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from teachback.agents.terms import (
     IRREGULAR_FORMS as _IRREGULAR_FORMS,
@@ -71,7 +72,8 @@ _FILLER = re.compile(
 )
 # Where an answer's sentence holds two claims: "...; ...", "..., and ...", "..., which ...".
 _CLAUSE_BREAK = re.compile(
-    r";\s+|,\s+(?:and then|and|but|while|whereas|then)\s+|,\s+(?=(?:which|who|where)\b)|\s+and then\s+"
+    r";\s+|,\s+(?:and then|and|but|while|whereas|then|so|since|because)\s+"
+    r"|,\s+(?=(?:which|who|where|when)\b)|\s+and then\s+|\s+(?:because|since)\s+"
 )
 _ABBREVIATION = re.compile(r"\b(?:[A-Z]|Mr|Mrs|Ms|Dr|St|Mt|No|e\.g|i\.e|etc|approx|vs)\.$")
 _HEADING = re.compile(r"^\s{0,3}#+\s*")
@@ -210,10 +212,13 @@ class _Piece:
 
 
 class KnowledgeIndex:
-    """The knowledge as facts, with an inverted index for aligning claims."""
+    """The knowledge as facts, with an inverted index for aligning claims. `embed` (texts -> unit row
+    vectors) lets `answers` find where a question in other words points ("what money" -> the currency)."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, embed: Callable[[list[str]], Any] | None = None):
         self.text = text
+        self.embed = embed
+        self._vectors: Any = None
         self.facts: list[Fact] = []
         heading: frozenset[str] = frozenset()
         previous_names: frozenset[str] = frozenset()
@@ -246,6 +251,16 @@ class KnowledgeIndex:
         for word in WORD.findall(numbers_as_digits(text)):
             self._spellings[stem(word.lower())].add(word.lower())
 
+    def _subject(self, names: list[str]) -> set[str]:
+        """What "it" or "they" would refer back to: the first name, unless it is the topic (said of
+        everything, so binding nothing): "Vellmar is an island ..., and its currency is the drell"."""
+        first = next((n for n in names if not n[:1].isdigit()), None)
+        return {first} if first and first not in self.topic else set()
+
+    def _value(self, term: str) -> bool:
+        """A number or a name of the notes: a part of a claim on its own ("... in 1487")."""
+        return term[:1].isdigit() or term in self.names
+
     def specific(self, term: str) -> bool:
         """Whether a term of the notes is theirs rather than everyday English: a name, a number, a word of
         the domain ("saltglass", "spanner"); "new", "glass" and "people" are not."""
@@ -265,18 +280,28 @@ class KnowledgeIndex:
 
     def claims(self, question: str, answer: str) -> list[Claim]:
         """The claims of an answer, each aligned with the knowledge (see the module docstring)."""
-        antecedent = {t for t in _names(question) if t not in self.topic and not t[0].isdigit()}
+        antecedent = self._subject(_names(question))  # "How long is the Ossary?" "It is ..."
         out: list[Claim] = []
+        previous: _Piece | None = None
         for piece in _pieces(answer):
             opening = [stem(w) for w in _opening_capital(piece.text) if stem(w) in self.names]
             piece.values = list(dict.fromkeys(opening + piece.values))  # "Korrin is ...": a name of the notes
-            if _PRONOUN_START.match(piece.text) or not (set(piece.values) - self.topic):
-                piece.required = {t for t in antecedent if t not in piece.terms}
-            names = {t for t in _names(piece.text) if t not in self.topic and not t[0].isdigit()}
+            if re.match(r"when\b", piece.text, re.IGNORECASE) and previous is not None:
+                piece.required |= {t for t in previous.terms if t[:1].isdigit() or t in _TIME_STEMS}
+            content = {t for t in piece.terms if t in self._where and t not in self.topic}
+            elliptical = not (set(piece.values) - self.topic) and len(content) <= 2  # "In 1487."
+            relative = re.match(r"(which|who|whom|whose|where)\b", piece.text, re.IGNORECASE)
+            if relative and previous is not None:  # "..., which": the word just before, if it is a name
+                last = next((t for t in reversed(previous.terms) if t in self._where), "")
+                piece.required |= {last} if last in self.names and last not in self.topic else set()
+            elif _PRONOUN_START.match(piece.text) or elliptical:
+                piece.required |= {t for t in antecedent if t not in piece.terms}
             claim = self._check(piece)
             if claim is not None:
                 out.append(claim)
-            antecedent = names or antecedent
+            if any(not v[:1].isdigit() for v in piece.values):
+                antecedent = self._subject(piece.values)
+            previous = piece
             if len(out) >= MAX_CLAIMS:
                 break
         return out
@@ -291,8 +316,10 @@ class KnowledgeIndex:
             return Claim(piece.text, UNSUPPORTED, reason, terms=tuple(known))
         if not (set(known) - self.topic) and not piece.numbers:
             return None  # says nothing the knowledge is about: filler, not a claim
-        wanted = set(known) | piece.required
-        values = set(piece.values) | piece.required
+        # The topic's words (the domain's name, its main thing) are said everywhere: not required of a fact
+        wanted = (set(known) - self.topic) | piece.required | (set(piece.numbers) & set(known))
+        wanted = wanted or set(known)
+        values = (set(piece.values) - self.topic) | piece.required
         negated = bool(_NEGATION.search(piece.text))
         candidates = self._candidates(wanted)
         best: tuple[float, Fact] | None = None
@@ -307,7 +334,7 @@ class KnowledgeIndex:
         if best is not None and best[0] >= 1.0:
             fact = best[1]
             problem = self._relation_problem(piece, fact) or (
-                "the notes say the opposite" if negated != fact.negated else ""
+                "the notes say the opposite" if negated != _negated_near(fact.text, piece.terms) else ""
             )
             if problem:
                 return Claim(piece.text, UNSUPPORTED, problem, facts=(fact.index,), terms=tuple(known))
@@ -318,7 +345,11 @@ class KnowledgeIndex:
         pair = self._pair(piece, wanted, candidates)
         if pair is not None:
             return Claim(piece.text, UNCERTAIN, "composed of two sentences", pair, tuple(known))
-        if best is not None and best[0] >= MIN_UNCERTAIN_COVER and negated == best[1].negated:
+        if (
+            best is not None
+            and best[0] >= MIN_UNCERTAIN_COVER
+            and negated == _negated_near(best[1].text, piece.terms)
+        ):
             missing = sorted(wanted - best[1].term_set - best[1].context - self.topic)
             specific = [t for t in missing if self.specific(t)]
             if specific:  # the notes' own terms, said of something else: a recombination, not a paraphrase
@@ -348,12 +379,15 @@ class KnowledgeIndex:
         """Two sentences that share a subject and each say one part of the claim, the parts being its
         words before and after some point: "Queen Almeth founded Vellmar | in 1487" from "Queen Almeth
         founded Vellmar when ..." and "Vellmar was founded in 1487."."""
-        terms = [t for t in piece.terms if t in self._where] + sorted(piece.required)
+        terms = [t for t in piece.terms if t in self._where and t not in self.topic] + sorted(piece.required)
         numbers = set(piece.numbers)
         values = set(piece.values)
         for k in range(1, len(terms)):
             head, tail = set(terms[:k]), set(terms[k:])
-            if any(len(part) < 2 and not part & values for part in (head, tail)):
+            if any(
+                len(part) < 2 and not any(self._value(t) or t in values for t in part)
+                for part in (head, tail)
+            ):
                 continue  # a part is a claim of its own: "... hold | the honey" is no second fact
             firsts = [f for f in candidates if self._says(f, head, numbers)]
             seconds = [f for f in candidates if self._says(f, tail, numbers)]
@@ -362,7 +396,9 @@ class KnowledgeIndex:
                     if a.index == b.index:
                         continue
                     join = (a.term_set | a.context) & (b.term_set | b.context) & wanted
-                    neighbours = a.paragraph == b.paragraph and abs(a.index - b.index) == 1
+                    # two whole clauses from neighbouring sentences tell one story ("close the cock and wait")
+                    clauses = min(len(head), len(tail)) >= 2
+                    neighbours = clauses and a.paragraph == b.paragraph and abs(a.index - b.index) == 1
                     if join - self.topic or neighbours:  # one subject, or one story told in two sentences
                         return (a.index, b.index)
         return None
@@ -397,7 +433,9 @@ class KnowledgeIndex:
             other = next((b for a, b in noted if a == x and b != y and b not in piece.terms), None)
             if other is not None and y not in fact.term_set and self.specific(other):
                 return f"the notes say {x} is {other}, not {y}"  # "the currency is the euro": it is the drell
-            if x in positions and y in positions and x != y and not _said_to_be(fact.text, x, y):
+            if x == y or x not in self._where or y not in self._where:
+                continue  # a word the notes lack is the model's to weigh
+            if x not in positions or y not in positions or not _said_to_be(fact.text, x, y):
                 return f"the notes do not say that {x} is {y}"
         return ""
 
@@ -442,12 +480,22 @@ class KnowledgeIndex:
         affinity = self.paragraph_affinity(question, topic=True)
         top = max(affinity.values(), default=0.0)
         near = {p for p, weight in affinity.items() if weight >= 0.75 * top}
+        near |= self._closest_paragraphs(question)
         for claim, said in fitting:
             if any(self.facts[i].paragraph in near for i in claim.facts):
                 return True
             if not claim.facts and asked - self.topic <= said:
                 return True
         return False
+
+    def _closest_paragraphs(self, question: str, k: int = 2) -> set[int]:
+        """The paragraphs of the k facts closest in meaning to the question (none without an embedder)."""
+        if self.embed is None or not self.facts:
+            return set()
+        if self._vectors is None:
+            self._vectors = self.embed([f.text for f in self.facts])
+        similarity = self._vectors @ self.embed([question])[0]
+        return {self.facts[int(i)].paragraph for i in similarity.argsort()[::-1][:k]}
 
     def one_topic(self, question: str) -> bool:
         """Whether one paragraph holds the question's words of the notes (all but one, from three on):
@@ -510,10 +558,15 @@ def expected_kind(question: str) -> str:
 def _gives(expects: str, answer: str, question: str) -> bool:
     said = numbers_as_digits(answer)
     has_number = bool(re.search(r"\d", said))
-    has_time = has_number or bool({stem(w) for w in content_words(said)} & _TIME_STEMS)
+    # a time: a time word, a year, or a number of time units ("18 kilograms" is no time)
+    has_time = bool({stem(w) for w in content_words(said)} & _TIME_STEMS) or bool(
+        re.search(r"\b1\d{3}\b", said)
+    )
     if expects == "number":
         return has_number
-    if expects in ("time", "number-or-time"):
+    if expects == "number-or-time":  # "how long", "how often": a length, a duration or a frequency
+        return has_number or has_time
+    if expects == "time":
         return has_time
     if expects == "name":
         asked = set(_names(question))
@@ -558,8 +611,8 @@ def _opening_capital(text: str) -> list[str]:
         return []
     word = match.group(1)
     low = word.lower()
-    if low in STOPWORDS or low in _COMMON_OPENERS or low.endswith("ly"):
-        return []
+    if low in STOPWORDS or low in _COMMON_OPENERS or low.endswith("ly") or common_word(low):
+        return []  # "Based on the notes", "Close the feed cock": English, not a name
     return [low.removesuffix("'s")]
 
 
@@ -587,6 +640,28 @@ def _stemmed_tokens(text: str) -> tuple[list[str], list[str]]:
     """A text's tokens, lower-cased, and their stems, numbers as digits."""
     tokens = [w.lower() for w in WORD.findall(numbers_as_digits(text))]
     return tokens, [stem(t) for t in tokens]
+
+
+def _negated_near(sentence: str, terms: list[str]) -> bool:
+    """Whether a negation governs the part of a sentence that holds these terms: between the first and the
+    last of them, or just before ("never open ..."); "written with the Latin alphabet and has no word for
+    snow" does not negate "written with the Latin alphabet"."""
+    tokens, stems_ = _stemmed_tokens(sentence)
+    wanted = set(terms) & set(stems_)
+    if not wanted:
+        return bool(_NEGATION.search(sentence))
+    best = (0, len(tokens))  # the shortest stretch holding every term the sentence shares with the claim
+    for start in range(len(tokens)):
+        seen: set[str] = set()
+        for end in range(start, len(tokens)):
+            if stems_[end] in wanted:
+                seen.add(stems_[end])
+            if seen == wanted:
+                if end - start < best[1] - best[0]:
+                    best = (start, end + 1)
+                break
+    window = " ".join(tokens[max(0, best[0] - 3) : best[1]])
+    return bool(_NEGATION.search(window))
 
 
 def _has_by_between(text: str, x: str, y: str) -> bool:
@@ -653,17 +728,21 @@ def _said_to_be(sentence: str, x: str, y: str) -> bool:
     >>> _said_to_be("Korrin is the capital of Vellmar.", "korrin", "vellmar")
     False
     """
-    tokens, stems_ = _stemmed_tokens(sentence)
+    tokens = [w.lower() for w in re.findall(rf"{WORD.pattern}|,", numbers_as_digits(sentence))]
+    stems_ = [stem(t) if t != "," else t for t in tokens]
     if x not in stems_ or y not in stems_:
         return False
     lo, hi = sorted((stems_.index(x), stems_.index(y)))
     between = tokens[lo + 1 : hi]
+    if between and between[0] == "," and not any(t in _PHRASE_END or t.endswith("ed") for t in between[1:]):
+        return True  # apposition: "one university, Tamsin College"
+    between = [t for t in between if t != ","]
     links = [k for k, t in enumerate(between) if t in ("is", "are", "was", "were", "called", "named")]
     if not links:
         return False
     link = links[0]
     before, after = between[:link], between[link + 1 :]
-    if before[:1] and before[0] in ("of", "to", "in", "on", "for", "at", "with"):
+    if before[:1] and before[0] in _PREPOSITIONS:
         before = []  # "the head of the council is ...": the rest of the subject's own phrase
     if any(t not in STOPWORDS for t in before):
         return False  # "a colony lives in a tall hive called ...": the link names the hive, not the colony
@@ -672,6 +751,9 @@ def _said_to_be(sentence: str, x: str, y: str) -> bool:
     return not any(t in ("of", "in", "on", "at", "for", "with", "that", "which", "who") for t in after)
 
 
+_PREPOSITIONS = set(
+    "of to in on for at with inside outside under above below near along from into onto behind beside".split()
+)
 _PHRASE_END = set(
     "of in on at for with by to from into onto inside outside under above below near along that which who "
     "whom whose where when because while and but or so than as , ; :".split()
@@ -698,8 +780,11 @@ def _copular_pairs(text: str) -> list[tuple[str, str]]:
             if subject[k] in ("that", "which", "who", "and", "but", "because", "when", "while"):
                 subject = subject[k + 1 :]
                 break
-        if "of" in subject:
-            subject = subject[: subject.index("of")]  # "the capital of Vellmar": the capital
+        for k, t in enumerate(subject):  # "the capital of Vellmar", "the side facing down": the head before
+            participle = t.endswith("ing") and len(t) >= 6 and k < len(subject) - 1  # "the side facing down"
+            if k > 0 and (t in _PREPOSITIONS or participle) and any(w not in STOPWORDS for w in subject[:k]):
+                subject = subject[:k]
+                break
         left = next((t for t in reversed(subject) if t not in STOPWORDS), None)
         complement: list[str] = []
         for t in tokens[i + 1 :]:

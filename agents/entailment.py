@@ -52,6 +52,8 @@ class Entailer(Protocol):
 
     async def p_true(self, premise: str, claim: str) -> float | None: ...
 
+    async def p_answers(self, question: str, answer: str) -> float | None: ...
+
 
 class ChatEntailer:
     """The entailment question put to any chat client (a hosted judge, or the scripted one in tests)."""
@@ -62,11 +64,30 @@ class ChatEntailer:
     async def p_true(self, premise: str, claim: str) -> float | None:
         return await entailment(self.client, premise, claim)
 
+    async def p_answers(self, question: str, answer: str) -> float | None:
+        return await _ask_true(self.client, _answers_messages(question, answer))
+
 
 async def entailment(client: ChatCompletionClient, premise: str, claim: str) -> float | None:
     """P(the notes in `premise` say `claim`), from one greedy token; None when the reply is no answer."""
+    return await _ask_true(client, entailment_messages(premise, claim))
+
+
+def _answers_messages(question: str, answer: str) -> list[Any]:
+    """Does an answer answer its question? Asked only when the question names nothing of the notes."""
+    from autogen_core.models import SystemMessage, UserMessage
+
+    return [
+        SystemMessage(content=prompts.render("entail_system")),
+        UserMessage(
+            content=prompts.render("answers_question", question=question, answer=answer), source="director"
+        ),
+    ]
+
+
+async def _ask_true(client: ChatCompletionClient, messages: list[Any]) -> float | None:
     result = await client.create(
-        entailment_messages(premise, claim),
+        messages,
         json_output=False,
         extra_create_args={
             "max_tokens": 1,
@@ -141,16 +162,21 @@ class LocalEntailer:
         self._lock = threading.Lock()
 
     async def p_true(self, premise: str, claim: str) -> float | None:
-        return await asyncio.to_thread(self._p_true, premise, claim)
+        question = prompts.render("entail_question", notes=premise, claim=claim)
+        return await asyncio.to_thread(self._p_true, question)
 
-    def _p_true(self, premise: str, claim: str) -> float | None:
+    async def p_answers(self, question: str, answer: str) -> float | None:
+        asked = prompts.render("answers_question", question=question, answer=answer)
+        return await asyncio.to_thread(self._p_true, asked)
+
+    def _p_true(self, question: str) -> float | None:
         import numpy as np
 
         with self._lock:
             llama = self._load()
             messages = [
                 {"role": "system", "content": prompts.render("entail_system")},
-                {"role": "user", "content": prompts.render("entail_question", notes=premise, claim=claim)},
+                {"role": "user", "content": question},
             ]
             prompt = self._format(messages=messages).prompt
             tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from teachback.agents.claims import split_sentences
-from teachback.agents.terms import content_words, specifics, stem, words
+from teachback.agents.claims import split_paragraphs
+from teachback.agents.terms import content_words, numbers_as_digits, specifics, stem, words
 
 MIN_SUPPORT = 0.65  # below this share of knowledge vocabulary a text is not grounded
 
@@ -58,16 +60,32 @@ class GroundedCheck:
 
 
 class Knowledge:
-    """The scenario's knowledge, split into passages, with lookups for the grounded checks."""
+    """The scenario's knowledge, split into passages, with lookups for the grounded checks.
 
-    def __init__(self, text: str, passage_sentences: int = 2):
+    Passages are paragraphs (long ones cut into `passage_sentences`); a heading opens the passages under it.
+    `embed` (texts -> unit row vectors) adds meaning to the word overlap of `relevant`, so a question
+    in other words ("the seat of government") still finds its passage ("Korrin is the capital").
+    """
+
+    def __init__(
+        self, text: str, passage_sentences: int = 3, embed: Callable[[list[str]], Any] | None = None
+    ):
         self.text = text
-        sentences = split_sentences(text)
-        self.passages = [
-            " ".join(sentences[i : i + passage_sentences])
-            for i in range(0, len(sentences), passage_sentences)
-        ] or [""]
-        self._passage_stems = [Counter(stem(w) for w in content_words(p)) for p in self.passages]
+        self.passages = []
+        heading = ""
+        for paragraph in split_paragraphs(text):
+            if len(paragraph) == 1 and paragraph[0].lstrip().startswith("#"):
+                heading = paragraph[0].lstrip("# ").strip()
+                continue
+            for i in range(0, len(paragraph), passage_sentences):
+                chunk = " ".join(paragraph[i : i + passage_sentences])
+                self.passages.append(f"{heading}: {chunk}" if heading else chunk)
+        self.passages = self.passages or [""]
+        self.embed = embed
+        self._vectors: Any = None
+        self._passage_stems = [
+            Counter(stem(w) for w in content_words(numbers_as_digits(p))) for p in self.passages
+        ]
         self._vocabulary = {stem(w) for w in content_words(text)}
         self._specifics = set(specifics(text)) | {w for w in words(text)}
         doc_freq: Counter[str] = Counter()
@@ -84,14 +102,22 @@ class Knowledge:
         return [s for s in specifics(text) if not s[:1].isdigit() and s not in self._specifics]
 
     def relevant(self, query: str, k: int = 3) -> list[str]:
-        """The k passages that share the most (idf-weighted) content with the query, best first."""
-        q = {stem(w) for w in content_words(query)}
-        scored = [
-            (sum(self._idf.get(w, 0.0) for w in q if w in stems), -i, p)
-            for i, (p, stems) in enumerate(zip(self.passages, self._passage_stems, strict=True))
-        ]
-        scored.sort(reverse=True)
-        return [p for s, _, p in scored[:k] if s > 0] or self.passages[:k]
+        """The k passages most relevant to the query, best first: the (idf-weighted) content they share
+        with it, scaled to the best passage's, plus their cosine similarity to it when there is an
+        embedder; in knowledge order among equals."""
+        q = {stem(w) for w in content_words(numbers_as_digits(query))}
+        lexical = [sum(self._idf.get(w, 0.0) for w in q if w in stems) for stems in self._passage_stems]
+        top = max(lexical, default=0.0) or 1.0
+        scores = [x / top for x in lexical]
+        if self.embed is not None and self.passages != [""]:
+            if self._vectors is None:
+                self._vectors = self.embed(self.passages)
+            similarity = self._vectors @ self.embed([query])[0]
+            spread = float(similarity.std()) or 1.0  # how far above the passages' mean, in their spread
+            meaning = (similarity - float(similarity.mean())) / spread
+            scores = [s + 0.5 * float(c) for s, c in zip(scores, meaning, strict=True)]
+        ranked = sorted(range(len(self.passages)), key=lambda i: (-scores[i], i))
+        return [self.passages[i] for i in ranked[:k] if scores[i] > 0] or self.passages[:k]
 
     def coverage(self, text: str) -> float:
         """Share of a text's content words that the knowledge's vocabulary contains."""

@@ -47,8 +47,11 @@ from teachback.agents.terms import STOPWORDS, content_words, numbers_as_digits, 
 if TYPE_CHECKING:
     from autogen_core.models import ChatCompletionClient
 
+    from teachback.agents.entailment import Entailer
+
 LLM_WEIGHT = 0.25  # DESIGN.md: a 135M judge model is at chance; the grounded checks carry the verdict
 VETO = 0.3  # a supported claim the judge model gives less P(true) than this is rejected after all
+RELEVANCE = 0.5  # P(answers the question) below this rejects, when the question names nothing of the notes
 QUESTION_THRESHOLD = 0.5
 MIN_ANSWER_WORDS = 3
 TEACHBACK_KEY_POINTS = 2
@@ -102,7 +105,7 @@ class Rubric:
     def index(self) -> KnowledgeIndex:
         """The knowledge as facts, for claim checks (built on first use)."""
         if self._index is None:
-            self._index = KnowledgeIndex(self.knowledge.text)
+            self._index = KnowledgeIndex(self.knowledge.text, embed=self.knowledge.embed)
         return self._index
 
     def claims(self, question: str, answer: str) -> list[Claim]:
@@ -173,12 +176,14 @@ class Rubric:
         answer: str,
         verdict: LLMVerdict | None = None,
         claims: list[Claim] | None = None,
+        relevance: float | None = None,
     ) -> Judgement:
         """Judge a dialogue answer; see the module docstring.
 
         `claims` are the answer's claims with the judge model's P(true) filled in (`Claim.p_yes`); when a
         claim has none, the model's whole-answer `verdict` stands in for it, and without either an
-        uncertain claim is not accepted.
+        uncertain claim is not accepted. `relevance` is the model's P(the answer answers the question),
+        asked when the question names nothing of the notes (`KnowledgeIndex.answers` is None then).
         """
         components: dict[str, float] = {}
         if verdict is not None:
@@ -210,7 +215,11 @@ class Rubric:
             return Judgement(0.0, False, f"unsupported: {_why(failed)}", components, records)
         if not _adds_something(question, answer) and not _confirms(question, answer):
             return Judgement(0.0, False, "the answer only repeats the question", components, records)
-        if not self.index.answers(question, claims):
+        answers = self.index.answers(question, claims)
+        if answers is None and relevance is not None:
+            answers = relevance >= RELEVANCE
+            components["relevance"] = round(relevance, 3)
+        if answers is False:
             return Judgement(0.0, False, "does not answer the question", components, records)
         score = round(sum(c.p_yes if c.p_yes is not None else 1.0 for c in claims) / len(claims), 3)
         facts = tuple(dict.fromkeys(i for c in claims for i in c.facts))
@@ -314,6 +323,21 @@ class Rubric:
         accepted = score >= self.threshold
         reason = f"restated {hits} of {len(taught)} key points"
         return Judgement(score, accepted, reason, components, records, facts if accepted else ())
+
+
+async def gate(rubric: Rubric, entailer: Entailer, question: str, answer: str) -> Judgement:
+    """The dialogue gate on one answer: its claims aligned with the knowledge, the judge model asked about
+    each claim when the alignment leaves the answer open (and whether it answers a question that names
+    nothing of the notes), then the rubric's decision. The director and `judge-eval` both judge so."""
+    from dataclasses import replace
+
+    claims = rubric.claims(question, answer)
+    relevance = None
+    if rubric.open_claims(question, answer, claims):
+        claims = [replace(c, p_yes=await entailer.p_true(rubric.premise(c), c.text)) for c in claims]
+        if rubric.index.answers(question, claims) is None:
+            relevance = await entailer.p_answers(question, answer)
+    return rubric.answer(question, answer, None, claims, relevance)
 
 
 async def ask_verdict(

@@ -46,6 +46,8 @@ from teachback.errors import ScenarioError
 if TYPE_CHECKING:
     from autogen_core.models import ChatCompletionClient
 
+    from teachback.agents.entailment import Entailer
+
 CALIBRATION_SET = Path(__file__).with_name("judge_calibration.yaml")
 DECIDERS = ("llm", "grounded", "combined")
 DECIDER_NAMES = {
@@ -273,31 +275,25 @@ def bundled_gate_sets() -> list[Path]:
 async def evaluate_gate(
     items: Sequence[LabelledAnswer],
     knowledge_text: str,
-    judge: ChatCompletionClient | None,
+    judge: Entailer | None,
     *,
     threshold: float = THRESHOLD,
     on_item: Callable[[JudgedAnswer], None] | None = None,
+    embed: Callable[[list[str]], Any] | None = None,
 ) -> list[JudgedAnswer]:
     """Judge every answer as the dialogue gate does, and decide it three ways (see the module docstring).
 
-    With `judge` None the model is never asked: only the grounded decider is meaningful.
+    With `judge` None the model is never asked: only the grounded decider is meaningful. `embed` is the
+    sentence embedder a run gives the gate (agents/minilm.py), or None for words alone.
     """
-    from dataclasses import replace
-
-    from teachback.agents.claims import SUPPORTED, UNSUPPORTED
-    from teachback.agents.entailment import entailment
+    from teachback.agents.claims import SUPPORTED
     from teachback.agents.grounding import Knowledge
-    from teachback.agents.judge import Rubric, addresses_the_judge
+    from teachback.agents.judge import Rubric, addresses_the_judge, gate
 
-    rubric = Rubric(Knowledge(knowledge_text), threshold)
-    asked: dict[tuple[str, str], float | None] = {}
+    rubric = Rubric(Knowledge(knowledge_text, embed=embed), threshold)
 
     async def p_true(premise: str, claim: str) -> float | None:
-        if judge is None:
-            return None
-        if (premise, claim) not in asked:
-            asked[(premise, claim)] = await entailment(judge, premise, claim)
-        return asked[(premise, claim)]
+        return None if judge is None else await judge.p_true(premise, claim)
 
     judged: list[JudgedAnswer] = []
     for item in items:
@@ -313,10 +309,7 @@ async def evaluate_gate(
         )
         grounded = rubric.answer(item.question, item.answer, None, claims)
         grounded_ok = grounded.accepted and all(c.status == SUPPORTED for c in claims)
-        checked = []
-        if all(c.status != UNSUPPORTED for c in claims):  # as the director does: no call once one fails
-            checked = [replace(c, p_yes=await p_true(rubric.premise(c), c.text)) for c in claims]
-        combined = rubric.answer(item.question, item.answer, None, checked or claims)
+        combined = await gate(rubric, judge, item.question, item.answer) if judge is not None else grounded
         ps = [p for p in alone if p is not None]
         judged.append(
             JudgedAnswer(
@@ -358,9 +351,24 @@ def evaluate_model(
         async def run() -> list[JudgedAnswer]:
             try:
                 if knowledge_text is not None:
-                    return await evaluate_gate(
-                        items, knowledge_text, client, threshold=threshold, on_item=on_item
-                    )
+                    from teachback.agents.cast import make_entailer
+
+                    entailer = make_entailer(judge_model, client)
+                    try:
+                        from teachback.agents.minilm import encode
+
+                        return await evaluate_gate(
+                            items,
+                            knowledge_text,
+                            entailer,
+                            threshold=threshold,
+                            on_item=on_item,
+                            embed=encode,
+                        )
+                    finally:
+                        close = getattr(entailer, "close", None)
+                        if close is not None:
+                            close()
                 return await evaluate(items, client, threshold=threshold, on_item=on_item)
             finally:
                 await client.close()

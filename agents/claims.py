@@ -65,6 +65,7 @@ _PRONOUN_START = re.compile(
 _FILLER = re.compile(
     r"^(?:(?:yes|no|sure|okay|ok|well|great question|good question|of course|indeed|certainly|also|"
     r"so|then|first|second|third|next|finally|in short|according to (?:the|my) notes|in fact|however|"
+    r"based on (?:the|my) notes|from (?:the|my) notes|the notes say(?: that)?|"
     r"therefore|also|additionally|furthermore|moreover|overall|remember|note that|i learned(?: that)?|"
     r"i have learned(?: that)?|i now know(?: that)?|so|"
     r"the notes say(?: that)?|from the notes)\b[,:!.]?\s*)+",

@@ -83,7 +83,16 @@ def bench_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     out = args.out / f"{scenario.name}-seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
     os.chdir(out)  # the adapter registry and memory live here, away from the user's
-    console = Console(highlight=False, width=120, file=open(out / "console.log", "w"))  # noqa: SIM115
+    round_started: list[float] = []
+
+    class TimedConsole(Console):
+        """The console the rounds print to; its rule opens each round, so it times them."""
+
+        def rule(self, *a: Any, **k: Any) -> None:
+            round_started.append(time.monotonic())
+            super().rule(*a, **k)
+
+    console = TimedConsole(highlight=False, width=120, file=open(out / "console.log", "w"))  # noqa: SIM115
     rubric = Rubric(Knowledge(loaded.knowledge_text, embed=embedder()), scenario.judge.threshold)
     teacher = (scenario.teachers or [scenario.teacher])[0]
 
@@ -114,20 +123,7 @@ def bench_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         scenario=str(loaded.path), turns=args.turns, out=out / "rounds", plain=True, seed=seed,
         memory_dir=out / "mem",
     )  # fmt: skip
-    round_started: list[float] = []
-
-    class Timed:  # the console's rule opens each round: time it
-        def __init__(self, console: Any):
-            self.console = console
-
-        def __getattr__(self, attr: str) -> Any:
-            return getattr(self.console, attr)
-
-        def rule(self, *a: Any, **k: Any) -> None:
-            round_started.append(time.monotonic())
-            self.console.rule(*a, **k)
-
-    outcomes = run_rounds(request, args.rounds, Timed(console), config=config)
+    outcomes = run_rounds(request, args.rounds, console, config=config)
     ended = time.monotonic()
     bounds = [*round_started[1:], ended]
     first_seat = outcomes[0].seat

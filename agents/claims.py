@@ -86,7 +86,7 @@ _LIGHT = {
     for w in """
     located situated known name named call called usual usually typical typically general generally
     actual actually exact exactly approximately around roughly total important importantly famous
-    special main
+    special main once
     """.split()
 }
 # Capitalised words that open an English sentence without naming anything.

@@ -54,6 +54,7 @@ LLM_WEIGHT = 0.25  # DESIGN.md: a 135M judge model is at chance; the grounded ch
 # P(true) an uncertain claim needs. Chosen on the bundled gate sets with the bundled judge (README, "The
 # dialogue gate"): 0.45 gave false-accept 4% and false-reject 23%, 0.40 10% and 19%, 0.50 2% and 24%.
 ENTAILED = 0.45
+MAX_CLAIMS = 4  # an answer that states more is reciting the notes
 RELEVANCE = 0.5  # P(answers the question) below this rejects, when the question names nothing of the notes
 QUESTION_THRESHOLD = 0.5
 MIN_ANSWER_WORDS = 3
@@ -213,6 +214,9 @@ class Rubric:
             components["llm"] = round(min(asked), 3)
         if not claims:
             return Judgement(0.0, False, "says nothing the notes are about", components, records)
+        if len(claims) > MAX_CLAIMS:  # a list of the notes, not an answer: a poor lesson to learn from
+            reason = f"{len(claims)} claims at once: answer the question in a sentence or two"
+            return Judgement(0.0, False, reason, components, records)
         failed = next((c for c in claims if not self._holds(c)), None)
         if failed is not None:
             return Judgement(0.0, False, f"unsupported: {_why(failed)}", components, records)

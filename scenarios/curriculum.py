@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from teachback.agents.claims import UNSUPPORTED, KnowledgeIndex
-from teachback.agents.terms import STOPWORDS, WORD, numbers_as_digits, specifics, stem
+from teachback.agents.terms import (
+    _COMPOUND,
+    _NUMBER_WORD_RE,
+    MONTHS,
+    STOPWORDS,
+    WORD,
+    numbers_as_digits,
+    specifics,
+    stem,
+)
 
 GAP = "..."
 
@@ -96,6 +105,10 @@ class Curriculum:
         ..."): its numbers and the names the objective does not give, else its rarest word."""
         return cloze(self.facts[fact], objective, self.index.idf, self.index.names)
 
+    def echo(self, fact: int, objective: str) -> str:
+        """The fact asked back as a question ("The council has how many members?")."""
+        return echo_question(self.facts[fact], objective, self.index.idf, self.index.names)
+
     def objective_of(self, fact: int) -> str:
         return next(o for o, ids in self.of_objective.items() if fact in ids)
 
@@ -114,10 +127,59 @@ class Curriculum:
         return [i for i in range(len(self.facts)) if not taught.get(i)]
 
 
+def answer_spans(
+    fact: str, objective: str, idf: dict[str, float], names: frozenset[str] = frozenset()
+) -> list[tuple[int, int]]:
+    """Where a fact's answer stands (character spans, in order): its numbers ("one hundred" and "the ninth"
+    count); else the names the objective does not give, but the first (the subject); else its rarest word
+    the objective does not use. `names` are the knowledge's own (stemmed), so a name that opens the
+    sentence counts."""
+    asked = {stem(w) for w in WORD.findall(numbers_as_digits(objective))}
+    named = {s.removesuffix("'s") for s in specifics(fact)} | set(names)
+    tokens = list(WORD.finditer(fact))
+    spans = [m.span() for m in re.finditer(r"\d[\d,./]*", fact)]
+    for pattern in (_COMPOUND, _NUMBER_WORD_RE):  # "one hundred", "nineteen", "the ninth": numbers too
+        spans += [m.span() for m in pattern.finditer(fact) if m.group(0).strip()]
+    numbers = [m.span() for m in tokens if any(a <= m.start() < b for a, b in spans)]
+    if numbers:
+        return _merge(numbers, fact)
+
+    def is_name(word: str) -> bool:
+        low = word.lower().removesuffix("'s")
+        return word[0].isupper() and (low in named or stem(low) in named) and stem(low) not in asked
+
+    groups: list[list[tuple[int, int]]] = []
+    for m in tokens:
+        if is_name(m.group(0)):
+            if groups and fact[groups[-1][-1][1] : m.start()].strip() == "":
+                groups[-1].append(m.span())  # "Mount Carrow" is one name
+            else:
+                groups.append([m.span()])
+    if groups:
+        chosen = groups[1:] if len(groups) > 1 else groups
+        return _merge([span for group in chosen for span in group], fact)
+    candidates = [
+        m for m in tokens if m.group(0).lower() not in STOPWORDS and stem(m.group(0).lower()) not in asked
+    ]
+    if not candidates:
+        return []
+    rarest = max(candidates, key=lambda m: (idf.get(stem(m.group(0).lower()), 0.0), m.start()))
+    return [rarest.span()]
+
+
+def _merge(spans: list[tuple[int, int]], text: str) -> list[tuple[int, int]]:
+    """Spans with only spaces or hyphens between them joined: "Queen Almeth" is one answer."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and text[out[-1][1] : a].strip(" -") == "":
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
 def cloze(fact: str, objective: str, idf: dict[str, float], names: frozenset[str] = frozenset()) -> str:
-    """The fact with its answer left out, for a question to fill: its numbers; else the names the objective
-    does not give, but the first (the subject); else its rarest word the objective does not use. `names`
-    are the knowledge's own (stemmed), so a name that opens the sentence counts.
+    """The fact with its answer left out ("..."), for a question to fill: see `answer_spans`.
 
     >>> cloze("Queen Almeth founded Vellmar in 1487.", "the founding of Vellmar", {})
     'Queen Almeth founded Vellmar in ...'
@@ -126,42 +188,55 @@ def cloze(fact: str, objective: str, idf: dict[str, float], names: frozenset[str
     >>> cloze("The currency of Vellmar is the drell.", "the currency of Vellmar", {"drell": 2.0})
     'The currency of Vellmar is the ...'
     """
-    asked = {stem(w) for w in WORD.findall(numbers_as_digits(objective))}
-    named = {s.removesuffix("'s") for s in specifics(fact)} | set(names)
-    tokens = list(WORD.finditer(fact))
-
-    def is_number(word: str) -> bool:
-        return word[0].isdigit() or numbers_as_digits(word) != word
-
-    def is_name(word: str) -> bool:
-        low = word.lower().removesuffix("'s")
-        return word[0].isupper() and (low in named or stem(low) in named) and stem(low) not in asked
-
-    masked = [m for m in tokens if is_number(m.group(0))]
-    if not masked:
-        groups: list[list[re.Match[str]]] = []
-        for m in tokens:
-            if is_name(m.group(0)):
-                if groups and fact[groups[-1][-1].end() : m.start()].strip() == "":
-                    groups[-1].append(m)  # "Mount Carrow" is one name
-                else:
-                    groups.append([m])
-        masked = (
-            [m for group in groups[1:] for m in group] if len(groups) > 1 else [m for g in groups for m in g]
-        )
-    if not masked:
-        candidates = [
-            m for m in tokens if m.group(0).lower() not in STOPWORDS and stem(m.group(0).lower()) not in asked
-        ]
-        if not candidates:
-            return fact
-        masked = [max(candidates, key=lambda m: (idf.get(stem(m.group(0).lower()), 0.0), m.start()))]
-    out, last = [], 0
-    for m in masked:
-        out.append(fact[last : m.start()])
-        out.append(GAP)
-        last = m.end()
-    out.append(fact[last:])
-    text = re.sub(r"\.\.\.(?:[\s-]*\.\.\.)+", GAP, "".join(out))  # "Queen Almeth" is one gap
-    text = text.strip()
+    spans = answer_spans(fact, objective, idf, names)
+    text = _fill(fact, spans, lambda _span: GAP)
     return text[:-1] if text.endswith(".") and not text.endswith(GAP) or text.endswith(GAP + ".") else text
+
+
+def echo_question(
+    fact: str, objective: str, idf: dict[str, float], names: frozenset[str] = frozenset()
+) -> str:
+    """The fact asked back as a question, its answer (the last span) replaced by a question word: a plain
+    question that a fact always answers, whatever the student makes of it.
+
+    >>> echo_question("The council has nineteen members.", "the council", {})
+    'The council has how many members?'
+    >>> echo_question("Vellmar was founded in 1487.", "the founding", {})
+    'Vellmar was founded in which year?'
+    >>> echo_question("Korrin is the capital of Vellmar.", "the capital", {}, frozenset({"korrin"}))
+    'What is the capital of Vellmar?'
+    >>> echo_question("The Lantern Tide is held on the ninth of October.", "the festival", {})
+    'The Lantern Tide is held on which day of October?'
+    """
+    spans = answer_spans(fact, objective, idf, names)
+    if not spans:
+        return ""
+    a, b = spans[-1]
+    determiner = re.search(r"(?:^|\s)(the|a|an)\s+$", fact[:a], re.IGNORECASE)
+    if determiner:  # "is the drell" -> "is what", "The Ossary is ..." -> "What is ..."
+        a = determiner.start(1)
+    answer, after = fact[a:b], fact[b:].lstrip()
+    if re.fullmatch(r"1\d{3}|20\d{2}", answer):
+        word = "which year"
+    elif answer.lower() in MONTHS:
+        word = "which month"
+    elif after.lower().startswith("of ") and after[3:4].isupper() and numbers_as_digits(answer) != answer:
+        word = "which day"  # "the ninth of October"
+    elif any(ch.isdigit() for ch in numbers_as_digits(answer)):
+        word = "how many" if re.match(r"[a-z]+", after) else "what number"
+    else:
+        word = "what"
+    text = (fact[:a] + word + fact[b:]).strip().rstrip(".")
+    if a == 0:
+        text = text[:1].upper() + text[1:]
+    return text + "?"
+
+
+def _fill(text: str, spans: list[tuple[int, int]], replace: Callable[[tuple[int, int]], str]) -> str:
+    out, last = [], 0
+    for span in spans:
+        out.append(text[last : span[0]])
+        out.append(replace(span))
+        last = span[1]
+    out.append(text[last:])
+    return "".join(out).strip()

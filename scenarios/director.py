@@ -256,54 +256,57 @@ class Director:
         return taught
 
     async def _steer(self, objective: str, target: int | None, progress: Progress) -> tuple[str, str]:
-        """What the student is asked to ask, and the director's own draft of the question ("" when it has
-        none). Steered to a fact, the judge model drafts a question the fact answers (another one each time
-        the fact comes back) and the student asks it in its own words; the second time a fact comes up,
-        the student checks it with a yes-or-no question. Without a curriculum: the objective."""
+        """What the student is asked to ask, and the director's own question for it ("" when none).
+
+        Steered to a fact, the director asks it back as a question ("The council has how many
+        members?"), and the student asks that in its own words; the second time the fact comes up, the
+        student checks it with a yes-or-no question; after that, the judge model rewords the director's
+        question so each return asks it differently. Without a curriculum: the objective."""
         if self.curriculum is None or target is None:
             return prompts.render("student_ask", objective=objective, feedback=""), ""
         times = progress.taught.get(target, 0)
         fact = self.curriculum.facts[target]
-        if times == 1:
-            return prompts.render("student_check", objective=objective, fact=fact), ""
-        asked = [q for q in progress.asked.get(target, [])]
-        draft = await self._draft(objective, target, asked)
+        if times == 1:  # the director's own check, should the student's fail: the fact as a yes-no question
+            opening = fact.split(maxsplit=1)[0].lower() if fact.strip() else ""
+            said = (
+                f"{fact[:1].lower()}{fact[1:]}"
+                if opening in ("the", "a", "an", "most", "each", "every")
+                else fact
+            )
+            check = f"Is it true that {said.rstrip('.')}?"
+            return prompts.render("student_check", objective=objective, fact=fact), check
+        draft = self.curriculum.echo(target, objective)
+        if times >= 2 and draft:
+            draft = await self._reword(objective, draft, progress.asked.get(target, [])) or draft
         if draft:
             return prompts.render("student_ask_draft", objective=objective, draft=draft), draft
         hint = self.curriculum.hint(target, objective)
         return prompts.render("student_ask_fact", objective=objective, hint=hint), ""
 
-    async def _draft(self, objective: str, target: int, asked: list[str]) -> str:
-        """A short question the target fact answers, written by the judge model from the fact with its
-        answer left out; different from the questions already asked about it. "" when none is usable."""
+    async def _reword(self, objective: str, question: str, asked: list[str]) -> str:
+        """The question in other words, by the judge model, unlike those already asked; "" if unusable."""
         if self.curriculum is None or self.cast.judge_client is None:
             return ""
         from autogen_core.models import SystemMessage, UserMessage
 
-        hint = self.curriculum.hint(target, objective)
         messages = [
             SystemMessage(content=prompts.render("question_writer_system")),
             UserMessage(
-                content=prompts.render("question_writer", hint=hint, asked=asked[-3:]), source="director"
+                content=prompts.render("question_writer", question=question, asked=asked[-3:]),
+                source="director",
             ),
         ]
         try:
             result = await self.cast.judge_client.create(
-                messages,
-                json_output=False,
-                extra_create_args={"max_tokens": 40, "temperature": 0.3 if asked else 0.0},
+                messages, json_output=False, extra_create_args={"max_tokens": 40, "temperature": 0.5}
             )
-        except Exception:  # the student is steered by the hint alone
+        except Exception:  # the director's own question serves
             return ""
         text = result.content if isinstance(result.content, str) else ""
-        question = _first_question(text)
+        reworded = _first_question(text)
         facts = [self.curriculum.facts[i] for i in self.curriculum.of_objective.get(objective, [])]
-        if (
-            question.endswith("?")
-            and self.rubric.question(question, objective, self._topic_words, facts).accepted
-        ):
-            return question
-        return ""
+        judged = self.rubric.question(reworded, objective, self._topic_words, facts)
+        return reworded if reworded.endswith("?") and judged.accepted and reworded not in asked else ""
 
     def _classmate(self, progress: Progress, seat: Seated) -> str:
         """In a classroom, what the previous student asked and was taught ("" when it was this student)."""
@@ -335,7 +338,9 @@ class Director:
             if self.curriculum
             else []
         )
-        for attempt in range(1, self.scenario.question_retries + 2):
+        # with a draft in hand, the student gets one more try, then the draft is asked as it is
+        attempts = min(self.scenario.question_retries, 1) if draft else self.scenario.question_retries
+        for attempt in range(1, attempts + 2):
             prompt = f"{feedback}\n{steer}" if feedback else steer
             if classmate:
                 prompt = f"{classmate}\n{prompt}"
@@ -365,31 +370,12 @@ class Director:
         return question
 
     async def _repair(self, objective: str, target: int | None, turn: int) -> str:
-        """A question the director asks itself when the student's stay unusable: the judge model turns the
-        target fact's hint into one short question; without one (or if it fails), a plain question."""
-        if self.curriculum is not None and target is not None and self.cast.judge_client is not None:
-            from autogen_core.models import SystemMessage, UserMessage
-
-            hint = self.curriculum.hint(target, objective)
-            messages = [
-                SystemMessage(content=prompts.render("question_writer_system")),
-                UserMessage(
-                    content=prompts.render("question_writer", hint=hint, asked=[]), source="director"
-                ),
-            ]
-            try:
-                result = await self.cast.judge_client.create(
-                    messages, json_output=False, extra_create_args={"max_tokens": 40, "temperature": 0.0}
-                )
-            except Exception:  # the plain question below still asks about the objective
-                result = None
-            text = result.content if result is not None and isinstance(result.content, str) else ""
-            question = _first_question(text)
-            if (
-                question.endswith("?")
-                and self.rubric.question(question, objective, self._topic_words).accepted
-            ):
-                return question
+        """A question the director asks itself when the student's stay unusable: the steered fact asked
+        back; without one, a plain question about the objective."""
+        if self.curriculum is not None and target is not None:
+            echo = self.curriculum.echo(target, objective)
+            if echo:
+                return echo
         return fallback_question(objective, turn)
 
     async def _answer(

@@ -111,8 +111,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         retrieval = sum(not st.fine_tunable for st in students)
         if retrieval:
             seats += f" ({retrieval} by retrieval)"
+        from teachback.agents.claims import KnowledgeIndex
+
+        facts = len(s.facts) if s.facts else len(KnowledgeIndex(loaded.knowledge_text))
         print(
-            f"{name}: ok ({s.name}: {seats}, {len(s.objectives)} objectives, {s.turns} turns, "
+            f"{name}: ok ({s.name}: {seats}, {len(s.objectives)} objectives, {facts} facts, {s.turns} turns, "
             f"{len(s.quiz)} quiz items)"
         )
     if problems:

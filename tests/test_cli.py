@@ -42,6 +42,14 @@ def test_validate_bundled_scenarios_ok() -> None:
     result = cli("validate", "invented-domain", str(REPO / "scenarios" / "skill-procedure.yaml"))
     assert result.returncode == 0, result.stderr
     assert "invented-domain: ok" in result.stdout and "skill-procedure.yaml: ok" in result.stdout
+    assert "33 facts" in result.stdout  # vellmar.md's sentences: the curriculum a run steers through
+
+
+def test_validate_counts_a_scenarios_own_facts(scenario_file) -> None:
+    path = scenario_file(facts=["Korrin is the capital of Vellmar.", "Vellmar was founded in 1487."])
+    result = cli("validate", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "2 facts" in result.stdout
 
 
 def test_validate_bad_scenario_lists_every_problem_and_exits_2(tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ def test_finetune_with_no_turns_is_a_one_line_error(tmp_path: Path) -> None:
     ("flags", "message"),
     [
         (["--objective", "volcanoes"], "objectives matching ['volcanoes'])"),
-        (["--min-score", "0.99"], "judge score >= 0.99)"),
+        (["--min-score", "1.01"], "judge score >= 1.01)"),
         (["--run", "no-such-run"], "no accepted turns (runs no-such-run)"),
     ],
 )

@@ -96,18 +96,82 @@ def chat_format(path: Path) -> str | None:
     """The chat format to serve a GGUF with: None when the file carries its own chat template (llama.cpp
     uses it), else its family's own format ("gemma" for Gemma), never another family's tags.
 
-    Reads only the file's metadata (memory-mapped)."""
-    from gguf import GGUFReader
-
+    Reads only the file's metadata."""
     try:
-        reader = GGUFReader(str(path))
-    except Exception:  # not a GGUF llama.cpp can read either: let it say so
+        meta = gguf_metadata(path, ("general.architecture", "tokenizer.chat_template"))
+    except (OSError, ValueError):  # not a GGUF llama.cpp can read either: let it say so
         return None
-    if "tokenizer.chat_template" in reader.fields:
+    if "tokenizer.chat_template" in meta:
         return None
-    field = reader.fields.get("general.architecture")
-    arch = bytes(field.parts[-1]).decode("utf-8", "replace") if field is not None else ""
-    return _FAMILY_CHAT_FORMATS.get(arch, "chatml")
+    return _FAMILY_CHAT_FORMATS.get(str(meta.get("general.architecture", "")), "chatml")
+
+
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+
+
+def gguf_metadata(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The values of `keys` (scalars and strings) in a GGUF file's header, read without loading it:
+    the key-value section is walked, arrays (a vocabulary of 150,000 strings) skipped by their lengths.
+    ValueError when the file is not a GGUF."""
+    import mmap
+    import struct
+
+    wanted, found = set(keys), {}
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        if m[:4] != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file")
+        (n_kv,) = struct.unpack_from("<Q", m, 16)
+        at = 24
+
+        def string() -> str:
+            nonlocal at
+            (n,) = struct.unpack_from("<Q", m, at)
+            text = m[at + 8 : at + 8 + n].decode("utf-8", "replace")
+            at += 8 + n
+            return text
+
+        def skip(kind: int) -> None:
+            nonlocal at
+            if kind == 8:
+                (n,) = struct.unpack_from("<Q", m, at)
+                at += 8 + n
+            elif kind == 9:
+                inner, count = struct.unpack_from("<IQ", m, at)
+                at += 12
+                if inner in _SCALARS:
+                    at += struct.calcsize(_SCALARS[inner]) * count
+                else:
+                    for _ in range(count):
+                        skip(inner)
+            else:
+                at += struct.calcsize(_SCALARS[kind])
+
+        for _ in range(n_kv):
+            key = string()
+            (kind,) = struct.unpack_from("<I", m, at)
+            at += 4
+            if key in wanted and kind == 8:
+                found[key] = string()
+            elif key in wanted and kind in _SCALARS:
+                (found[key],) = struct.unpack_from(_SCALARS[kind], m, at)
+                skip(kind)
+            else:
+                skip(kind)
+            if len(found) == len(wanted):
+                break
+    return found
 
 
 def models_cache() -> Path:

@@ -726,14 +726,50 @@ def _stored(namespace: str, id_: str, meta: dict[str, Any] | Any, document: str 
     return StoredTurn(id=id_, namespace=namespace, question=question, answer=answer, metadata=m)
 
 
-def _parse_url(url: str) -> tuple[str, int, bool]:
-    parsed = urlparse(url if "://" in url else f"http://{url}")
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise MemoryStoreError(f"memory url {url!r} is not http://host:port")
+# a host name's labels (an underscore allowed: docker compose service names have them) or an IPv4 address
+_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?")
+
+
+def memory_url_problem(url: str) -> str | None:
+    """Why `url` is not a chroma server's http(s)://host:port, or None when it is one (`host:port` alone
+    means http). Nothing is contacted.
+
+    >>> memory_url_problem("ftp://host:8000")
+    "'ftp://host:8000': the scheme must be http or https, not ftp; give http://host:port"
+    """
+    shown = repr(url)
+    hint = "give http://host:port"
+    text = url.strip()
+    if not text or any(c.isspace() or not c.isprintable() for c in text):
+        return f"{shown}: not a URL (empty, or holds spaces); {hint}"
+    parsed = urlparse(text if "://" in text else f"http://{text}")
+    if parsed.scheme not in ("http", "https"):
+        return f"{shown}: the scheme must be http or https, not {parsed.scheme or 'nothing'}; {hint}"
     try:
-        port = parsed.port or (443 if parsed.scheme == "https" else 8000)
+        host, port = parsed.hostname, parsed.port
     except ValueError as exc:
-        raise MemoryStoreError(f"memory url {url!r}: {exc}") from exc
+        return f"{shown}: {exc}; {hint}"
+    if not host:
+        return f"{shown}: no host; {hint}"
+    bracketed = parsed.netloc.rpartition("@")[2].startswith("[")
+    if not bracketed and not _HOST.fullmatch(host):
+        return f"{shown}: {host!r} is not a host name or address; {hint}"
+    if parsed.username is not None or parsed.password is not None:
+        return f"{shown}: a user or password in the URL is not supported; {hint}"
+    if port is not None and not 0 < port < 65536:
+        return f"{shown}: port {port} is out of range (1 to 65535); {hint}"
+    if parsed.path not in ("", "/") or parsed.query or parsed.fragment or parsed.params:
+        return f"{shown}: a chroma server URL has no path or query; {hint}"
+    return None
+
+
+def _parse_url(url: str) -> tuple[str, int, bool]:
+    problem = memory_url_problem(url)
+    if problem:
+        raise MemoryStoreError(f"memory url {problem}")
+    parsed = urlparse(url.strip() if "://" in url else f"http://{url.strip()}")
+    assert parsed.hostname is not None
+    port = parsed.port or (443 if parsed.scheme == "https" else 8000)
     return parsed.hostname, port, parsed.scheme == "https"
 
 

@@ -8,6 +8,14 @@
 
 Lines come from the composed YAML node tree (`yaml.compose`), so each problem points at the offending key,
 or at the nearest enclosing mapping when a field is missing.
+
+Input is bounded, so a hostile or mistaken file fails in a moment with one line instead of eating memory:
+a YAML file is at most MAX_YAML_BYTES, expands to at most MAX_YAML_NODES nodes through its aliases (an
+"alias bomb" of nested `&a [*b, *b, ...]` would expand to billions), nests at most MAX_YAML_DEPTH deep;
+a knowledge file is at most MAX_KNOWLEDGE_BYTES of UTF-8 text without NUL bytes.
+
+`load_scenario(path, check_files=True)` (what `teachback validate` does) also checks what a run would
+only find out later: each adapter file exists and is a GGUF LoRA adapter, and memory.url is http(s)://host:port.
 """
 
 from __future__ import annotations
@@ -28,6 +36,13 @@ from teachback.scenarios.schema import Scenario
 BUNDLED_DIR = Path(__file__).resolve().parent
 
 Loc = tuple[str | int, ...]
+
+# Limits no real scenario comes near (the bundled ones are about 3 KB, their knowledge about 2 KB).
+MAX_YAML_BYTES = 2 * 1024 * 1024  # a scenario or quiz file
+MAX_YAML_NODES = 100_000  # scalars, lists and mappings, with every alias expanded
+MAX_YAML_DEPTH = 100  # lists and mappings inside one another
+MAX_KNOWLEDGE_BYTES = 4 * 1024 * 1024  # one knowledge file
+GGUF_MAGIC = b"GGUF"
 
 
 @dataclass(frozen=True)
@@ -59,8 +74,11 @@ def find_scenario(name_or_path: str) -> Path:
     raise ScenarioError([f"{name_or_path}: no such scenario file or bundled scenario (bundled: {names})"])
 
 
-def load_scenario(path: str | Path) -> LoadedScenario:
-    """Parse and validate a scenario file; raises ScenarioError listing every problem found."""
+def load_scenario(path: str | Path, *, check_files: bool = False) -> LoadedScenario:
+    """Parse and validate a scenario file; raises ScenarioError listing every problem found.
+
+    With `check_files`, also check the adapter files and the memory URL it names (see the module docstring).
+    """
     shown = str(path)
     file = Path(path).expanduser()
     raw, root, data = _read_yaml(shown, file)
@@ -68,6 +86,9 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     lines, problems = map_lines(root)  # problems: (line, "field: message")
     scenario = _validate(data, lines, problems)
     texts, files = _read_knowledge(data.get("knowledge"), file.resolve().parent, lines, problems)
+    if check_files and scenario is not None:
+        _check_adapters(scenario, file.resolve().parent, lines, problems)
+        _check_memory_url(scenario, lines, problems)
 
     if problems or scenario is None:
         problems.sort(key=lambda p: p[0])  # stable: same-line problems keep their order
@@ -96,18 +117,89 @@ def read_yaml(
     if not file.is_file():
         raise ScenarioError([f"{shown}: not a file; expected {expected}"])
     try:
-        raw = file.read_bytes()
+        size = file.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ScenarioError(
+                [
+                    f"{shown}: too large ({_size(size)}); a {kind} may be at most {_size(MAX_YAML_BYTES)} "
+                    "(MAX_YAML_BYTES): put long reference text in knowledge files"
+                ]
+            )
+        with file.open("rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)  # the file may have grown since stat
+        if len(raw) > MAX_YAML_BYTES:
+            raise ScenarioError([f"{shown}: too large; a {kind} may be at most {_size(MAX_YAML_BYTES)}"])
         text = raw.decode("utf-8")
     except OSError as exc:
         raise ScenarioError([f"{shown}: cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError:
         raise ScenarioError([f"{shown}: not UTF-8 text; expected {expected}"]) from None
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise ScenarioError(
+            [f"{shown}:{line}: (file): contains NUL bytes (a binary file?); expected {expected}"]
+        )
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            _check_size(shown, root)  # before anything expands the aliases
         data = yaml.safe_load(text) if root is not None else None
     except yaml.YAMLError as exc:
         raise ScenarioError([_yaml_problem(shown, exc)]) from None
+    except RecursionError:
+        raise ScenarioError(
+            [f"{shown}: (yaml): nested too deeply; at most {MAX_YAML_DEPTH} levels (MAX_YAML_DEPTH)"]
+        ) from None
     return raw, root, data
+
+
+def _check_size(shown: str, root: yaml.Node) -> None:
+    """Refuse a node tree that expands (through aliases) to more than MAX_YAML_NODES nodes, nests deeper
+    than MAX_YAML_DEPTH, or holds itself (an alias inside its own anchor). Stops at the first limit, so an
+    alias bomb costs no more than MAX_YAML_NODES steps."""
+    count = 0
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, True)]  # (node, depth, entering?)
+    while stack:
+        node, depth, entering = stack.pop()
+        if not entering:
+            on_path.discard(id(node))
+            continue
+        line = node.start_mark.line + 1
+        count += 1
+        if count > MAX_YAML_NODES:
+            raise ScenarioError(
+                [
+                    f"{shown}:{line}: (yaml): expands to more than {MAX_YAML_NODES} values through its "
+                    f"aliases (*name) (MAX_YAML_NODES = {MAX_YAML_NODES}; an alias bomb?): "
+                    "write the values out, or use fewer aliases"
+                ]
+            )
+        if depth > MAX_YAML_DEPTH:
+            raise ScenarioError(
+                [f"{shown}:{line}: (yaml): nested more than {MAX_YAML_DEPTH} levels deep (MAX_YAML_DEPTH)"]
+            )
+        if isinstance(node, yaml.ScalarNode):
+            continue
+        if id(node) in on_path:
+            raise ScenarioError(
+                [f"{shown}:{line}: (yaml): an alias refers to a value that contains it; remove the alias"]
+            )
+        on_path.add(id(node))
+        stack.append((node, depth, False))
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = list(node.value)
+        stack.extend((child, depth + 1, True) for child in reversed(children))
+
+
+def _size(n: int) -> str:
+    """2097152 -> '2 MiB', 1536 -> '1.5 KiB'."""
+    for unit, scale in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} bytes"
 
 
 def _read_yaml(shown: str, file: Path) -> tuple[bytes, yaml.MappingNode, dict[str, Any]]:
@@ -174,7 +266,24 @@ def _read_knowledge(
         where = f"{_dotted(loc)}: "
         path = (base / Path(name).expanduser()).resolve()
         try:
-            content = path.read_bytes().decode("utf-8").strip()
+            size = path.stat().st_size
+            if path.is_file() and size > MAX_KNOWLEDGE_BYTES:
+                problems.append(
+                    (
+                        _line(lines, loc),
+                        where + f"too large ({_size(size)}); a knowledge file may be at most "
+                        f"{_size(MAX_KNOWLEDGE_BYTES)} (MAX_KNOWLEDGE_BYTES): keep the text the "
+                        f"student should learn: {path}",
+                    )
+                )
+                continue
+            data = path.read_bytes()
+            if b"\0" in data:
+                problems.append(
+                    (_line(lines, loc), where + f"not a text file (it holds NUL bytes; binary?): {path}")
+                )
+                continue
+            content = data.decode("utf-8").strip()
         except FileNotFoundError:
             problems.append((_line(lines, loc), where + f"no such file: {path}"))
             continue
@@ -193,6 +302,64 @@ def _read_knowledge(
         texts.append(content)
         files.append(path)
     return texts, files
+
+
+def _check_adapters(
+    scenario: Scenario, base: Path, lines: dict[Loc, int], problems: list[tuple[int, str]]
+) -> None:
+    """Each seat's adapter (but "latest", found at run time) is a GGUF file whose general.type is adapter."""
+    seats: list[tuple[Loc, Any]] = []
+    for single, several in (("teacher", "teachers"), ("student", "students")):
+        group = getattr(scenario, several)
+        if group is None:
+            seats.append(((single,), getattr(scenario, single)))
+        else:
+            seats.extend(((several, i), seat) for i, seat in enumerate(group))
+    for loc, seat in seats:
+        adapter = getattr(seat, "adapter", None)
+        if not adapter or adapter == "latest":
+            continue
+        here = loc + ("adapter",)
+        problem = adapter_problem((base / adapter).expanduser())
+        if problem:
+            problems.append((_line(lines, here), f"{_dotted(here)}: {problem}"))
+
+
+def adapter_problem(path: Path) -> str | None:
+    """Why `path` is not a LoRA adapter a local model can wear, or None when it is one."""
+    hint = "give a LoRA adapter from `teachback finetune` (`teachback adapters` lists them), or latest"
+    try:
+        if not path.exists():
+            return f"no such adapter file: {path}; {hint}"
+        if not path.is_file():
+            return f"is a folder, expected a GGUF adapter file: {path}"
+        with path.open("rb") as f:
+            magic = f.read(len(GGUF_MAGIC))
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if magic != GGUF_MAGIC:
+        return f"not a GGUF file (it does not start with GGUF): {path}; {hint}"
+    try:
+        from teachback.agents.models import gguf_metadata
+
+        kind = gguf_metadata(path, ("general.type",)).get("general.type")
+    except Exception as exc:  # noqa: BLE001 - a cut or corrupt file raises struct and value errors
+        return f"not a readable GGUF file ({' '.join(str(exc).split())[:120]}): {path}"
+    if kind != "adapter":
+        said = f"general.type is {kind!r}" if kind is not None else "no general.type"
+        return f"not a LoRA adapter ({said}, a model file?): {path}; {hint}"
+    return None
+
+
+def _check_memory_url(scenario: Scenario, lines: dict[Loc, int], problems: list[tuple[int, str]]) -> None:
+    url = scenario.memory.url
+    if url is None:
+        return
+    from teachback.memory.store import memory_url_problem
+
+    problem = memory_url_problem(url)
+    if problem:
+        problems.append((_line(lines, ("memory", "url")), f"memory.url: {problem}"))
 
 
 # --- line numbers -------------------------------------------------------------------------------------

@@ -86,7 +86,24 @@ def _seat_name(name: str) -> str:
     return name
 
 
+# A quiz question or reference answer is a sentence or a paragraph; one this long would only overflow the
+# student's and the judge's context window, minutes into a quiz (a 5 MB question once did).
+MAX_QUIZ_TEXT = 4000  # characters
+
+
+def _quiz_length(value: str) -> str:
+    if len(value) > MAX_QUIZ_TEXT:
+        raise PydanticCustomError(
+            "too_long_text",
+            "{length} characters long; a quiz question or answer may be at most {limit} (MAX_QUIZ_TEXT): "
+            "shorten it",
+            {"length": len(value), "limit": MAX_QUIZ_TEXT},
+        )
+    return value
+
+
 Text = Annotated[str, AfterValidator(_not_blank)]
+QuizText = Annotated[str, AfterValidator(_not_blank), AfterValidator(_quiz_length)]
 Regex = Annotated[str, AfterValidator(_compiles)]
 SeatName = Annotated[str, AfterValidator(_seat_name)]
 
@@ -220,8 +237,8 @@ class Panel(_Strict):
 class QuizItem(_Strict):
     """A held-out question, asked of the student before and after; scored by its keywords."""
 
-    question: Text = Field(description="the question put to the student")
-    answer: Text = Field(description="the reference answer")
+    question: QuizText = Field(description="the question put to the student")
+    answer: QuizText = Field(description="the reference answer")
     keywords: list[Regex] = Field(
         default_factory=list, description="regexes a correct answer matches (case-insensitive)"
     )

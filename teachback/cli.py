@@ -20,10 +20,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from teachback import __version__
-from teachback.errors import TeachbackError
+from teachback.errors import TeachbackError, mask_secrets
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+# What an interrupted command leaves behind, said after "teachback: interrupted".
+INTERRUPTED = {
+    "run": "; the transcript is complete up to the last event",
+    "batch": "; finished runs are kept (teachback batch --resume DIR continues)",
+    "validate": " (validate writes nothing)",
+    "replay": " (replay writes nothing)",
+    "models": "",
+    "quiz": "; a quiz result is saved only when its quiz completes",
+    "finetune": "; no adapter was written",
+    "report": "; the report may be incomplete: run teachback report again",
+}
 
 
 def _console(plain: bool = False):  # type: ignore[no-untyped-def]
@@ -96,7 +108,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     problems: list[str] = []
     for name in args.files:
         try:
-            loaded = load_scenario(find_scenario(name))
+            # adapters (GGUF LoRA files) and memory.url too: what a run would only find out later
+            loaded = load_scenario(find_scenario(name), check_files=True)
         except ScenarioError as exc:
             problems.extend(exc.problems)
             continue
@@ -250,15 +263,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if sys.excepthook is sys.__excepthook__:  # an unexpected error's traceback: keys masked there too
+        sys.excepthook = _masked_excepthook
     try:
         return int(args.func(args))
     except TeachbackError as exc:
-        for line in exc.lines():
+        for line in exc.lines():  # secrets masked
             print(f"teachback: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("teachback: interrupted; the transcript is complete up to the last event", file=sys.stderr)
+        print(f"teachback: interrupted{INTERRUPTED.get(args.command, '')}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _masked_excepthook(kind: type[BaseException], exc: BaseException, tb: object) -> None:
+    import traceback
+
+    text = "".join(traceback.format_exception(kind, exc, tb))  # type: ignore[arg-type]
+    sys.stderr.write(mask_secrets(text))
 
 
 if __name__ == "__main__":

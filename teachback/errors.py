@@ -10,18 +10,58 @@
      ├── QuizError                 a quiz cannot run: no adapter to load, a result file that is not one
      └── BatchError                a batch cannot start or resume: bad options, a folder that is not a batch
 
-Every message says what is wrong and where, and what to do about it.
+Every message says what is wrong and where, and what to do about it. No message may carry a secret:
+`mask_secrets` hides API keys and bearer tokens in any text that becomes a message, log line or event.
 """
 
 from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+
+# Environment variables whose values are secrets: OPENAI_API_KEY, ANTHROPIC_API_KEY, HF_TOKEN, ...
+SECRET_SUFFIXES = ("_API_KEY", "_KEY", "_TOKEN", "_SECRET")
+MIN_SECRET_LENGTH = 8  # shorter values ("1", "true") are too common to hide without mangling text
+MASK = "***"
+_BEARER = re.compile(r"\b(Bearer\s+)[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE)
+
+
+def known_secrets(extra: Iterable[str | None] = ()) -> list[str]:
+    """The secret values to hide: `extra` (an explicitly given key) and those of the environment's
+    *_API_KEY, *_KEY, *_TOKEN and *_SECRET variables, at least MIN_SECRET_LENGTH characters; longest first,
+    so a key that contains another is hidden whole."""
+    found = {value for value in extra if value and len(value) >= MIN_SECRET_LENGTH}
+    for name, value in os.environ.items():
+        if name.upper().endswith(SECRET_SUFFIXES) and len(value.strip()) >= MIN_SECRET_LENGTH:
+            found.add(value.strip())
+    return sorted(found, key=len, reverse=True)
+
+
+def mask_secrets(text: str, extra: Iterable[str | None] = ()) -> str:
+    """`text` with every known secret value (see `known_secrets`) and every bearer token replaced by ***.
+
+    >>> mask_secrets("401: Incorrect API key provided: sk-example-1234567890", ["sk-example-1234567890"])
+    '401: Incorrect API key provided: ***'
+    >>> mask_secrets("Authorization: Bearer abc.def-123")
+    'Authorization: Bearer ***'
+    """
+    for secret in known_secrets(extra):
+        if secret in text:
+            text = text.replace(secret, MASK)
+        escaped = json.dumps(secret, ensure_ascii=False)[1:-1]  # as it appears inside a JSON string
+        if escaped != secret and escaped in text:
+            text = text.replace(escaped, MASK)
+    return _BEARER.sub(lambda m: m.group(1) + MASK, text)
 
 
 class TeachbackError(Exception):
     """Base of every error the user can fix; the CLI turns it into exit code 2 and no traceback."""
 
     def lines(self) -> list[str]:
-        """The message as printed: one line per problem."""
-        return [str(self)]
+        """The message as printed: one line per problem, secrets masked."""
+        return [mask_secrets(str(self))]
 
 
 class ScenarioError(TeachbackError):
@@ -32,7 +72,7 @@ class ScenarioError(TeachbackError):
         super().__init__("\n".join(self.problems))
 
     def lines(self) -> list[str]:
-        return self.problems
+        return [mask_secrets(problem) for problem in self.problems]
 
 
 class ModelError(TeachbackError):

@@ -145,5 +145,7 @@ def test_a_question_must_be_a_question_about_the_objective_not_just_the_domain(r
 
 
 def test_an_answer_that_only_repeats_the_question_is_rejected(rubric: Rubric) -> None:
-    judged = rubric.answer("What is the capital of Vellmar?", "The capital of Vellmar is the capital of Vellmar.", ALL_TEN)
+    judged = rubric.answer(
+        "What is the capital of Vellmar?", "The capital of Vellmar is the capital of Vellmar.", ALL_TEN
+    )
     assert not judged.accepted and "repeats the question" in judged.reason

@@ -91,9 +91,9 @@ def run_info(events: Sequence[Event]) -> dict[str, Any]:
         "models": dict(first.models) if first else {},
         "seed": first.seed if first else None,
         "objectives": list(first.objectives) if first else [],
-        "turn_budget": options.get("turns"),
-        "threshold": options.get("threshold"),
-        "adapter": options.get("adapter"),
+        "turn_budget": _count(options.get("turns")),
+        "threshold": _finite(options.get("threshold")),
+        "adapter": str(options["adapter"]) if options.get("adapter") else None,
         "resumes": max(0, len(headers) - 1),
         "status": finished[-1].status if finished else "unfinished",
         "reason": finished[-1].reason if finished else "",
@@ -445,8 +445,11 @@ def quiz_comparison(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         first, last = q["results"][0], q["results"][-1]
         both = first and last and first["score"] is not None and last["score"] is not None
         q["delta"] = last["score"] - first["score"] if both and len(rounds) > 1 else None
-    totals = [dict(r["totals"]) if isinstance(r.get("totals"), Mapping) else {} for r in rounds]
-    meta = [{"student": str(r.get("student") or ""), "adapter": r.get("adapter")} for r in rounds]
+    totals = [_quiz_totals(r.get("totals")) for r in rounds]
+    meta = [
+        {"student": str(r.get("student") or ""), "adapter": str(r["adapter"]) if r.get("adapter") else None}
+        for r in rounds
+    ]
     return {"labels": labels, "totals": totals, "rounds": meta, "questions": questions}
 
 
@@ -499,11 +502,24 @@ def totals(
     return out
 
 
+QUIZ_COUNTS = ("n", "correct", "keyword_items", "keyword_pass", "judge_accepted")
+QUIZ_RATES = ("score", "judge_mean")
+
+
+def _quiz_totals(value: Any) -> dict[str, Any]:
+    """A quiz file's totals with each figure a count, a finite number or None (a hand-edited or foreign
+    file may hold anything there); unknown keys are dropped."""
+    t = value if isinstance(value, Mapping) else {}
+    out: dict[str, Any] = {key: _count(t.get(key)) for key in QUIZ_COUNTS if key in t}
+    out.update({key: _finite(t.get(key)) for key in QUIZ_RATES if key in t})
+    return out
+
+
 def _quiz_score(t: Mapping[str, Any]) -> dict[str, Any]:
-    n = t.get("n") if isinstance(t.get("n"), int) else None
+    n = _count(t.get("n"))
     return {
         "n": n,
-        "correct": t.get("correct"),
+        "correct": _count(t.get("correct")),
         "score": _finite(t.get("score")),
         "judge_mean": _finite(t.get("judge_mean")),
     }
@@ -517,6 +533,11 @@ def _finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def _count(value: Any) -> int | None:
+    """A whole number of at least 0, or None for anything else (a string, a bool, a negative number)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _list(value: Any) -> list[Any]:

@@ -5,16 +5,20 @@
         rec.record(TurnAccepted(...))  # flushed and fsynced: accepted turns survive a crash
 
 Every event is flushed as it is written; turn outcomes and the end of the run are also fsynced.
+No secret is written: an API key or bearer token in any field (a provider's error that echoes the key,
+in `run_finished.reason`) is masked first (`teachback.errors.mask_secrets`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-from teachback.errors import TranscriptError
-from teachback.transcripts.events import Event, RunFinished, TurnAccepted, TurnRejected, to_json
+from teachback.errors import TranscriptError, mask_secrets
+from teachback.transcripts.events import Event, RunFinished, TurnAccepted, TurnRejected, to_dict, to_json
 
 # Events that must reach the disk before the run goes on.
 DURABLE = (TurnAccepted, TurnRejected, RunFinished)
@@ -40,7 +44,7 @@ class TranscriptRecorder:
         """Write one event as one line; flush it, and fsync turn outcomes and the end of the run."""
         if self._file.closed:
             raise ValueError(f"{self.path}: recorder is closed")
-        self._file.write(to_json(event) + "\n")
+        self._file.write(_masked_json(event) + "\n")
         self._file.flush()
         if isinstance(event, DURABLE):
             os.fsync(self._file.fileno())
@@ -65,6 +69,24 @@ class TranscriptRecorder:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _masked_json(event: Event) -> str:
+    """The event's JSON line, with every secret in its strings masked (the line stays valid JSON)."""
+    line = to_json(event)
+    if mask_secrets(line) == line:
+        return line
+    return json.dumps(_mask(to_dict(event)), ensure_ascii=False)
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, dict):
+        return {_mask(k): _mask(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mask(v) for v in value]
+    return value
 
 
 def _ends_mid_line(path: Path) -> bool:

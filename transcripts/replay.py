@@ -6,6 +6,9 @@
 
 The pause before each event is its distance in `t` from the previous event, divided by `speed` and
 capped at `MAX_PAUSE` seconds, so a slow model's long silences don't stall the replay.
+
+The reader checks each field's type; an event the renderer still cannot show (a hand-edited value inside
+a free-form field, such as a panel candidate's score "high") is a `file:line: what` TranscriptError.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from teachback.transcripts.events import (
     TokenDelta,
     Verdict,
 )
-from teachback.transcripts.reader import read_transcript
+from teachback.transcripts.reader import read_numbered
 from teachback.transcripts.render import Renderer
 
 MAX_PAUSE = 2.0  # seconds, per gap between two events
@@ -48,7 +51,8 @@ def replay(
     """
     if speed <= 0:
         raise TeachbackError(f"replay speed must be greater than 0, not {speed}")
-    events = read_transcript(path)
+    numbered = read_numbered(path)
+    events = [e for _, e in numbered]
     last_turn = max((_turn(e) for e in events), default=0)
     if from_turn > last_turn:
         has = f"{last_turn} turns" if last_turn != 1 else "1 turn"
@@ -56,13 +60,19 @@ def replay(
 
     shown = 0
     previous: Event | None = None
-    for event in events:
+    for line, event in numbered:
         if _shows(event, from_turn, roles):
             if previous is not None and shown and not instant:
                 pause = min(max(0.0, event.t - previous.t) / speed, MAX_PAUSE)
                 if pause > 0:
                     sleep(pause)
-            renderer.handle(event)
+            try:
+                renderer.handle(event)
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+                what = " ".join(str(exc).split())[:120] or type(exc).__name__
+                raise TranscriptError(
+                    f"{path}:{line}: cannot show this {event.type} event: a value has the wrong type ({what})"
+                ) from None
             shown += 1
         previous = event
     return shown

@@ -104,6 +104,9 @@ class TrainConfig:
     # Adapters only on blocks >= first_layer: the backward pass stops at that block, so training is
     # faster, at some cost in what the adapter can change.
     first_layer: int = 0
+    # "answer": the loss counts the answers' tokens only (the prompt is read, not learned; needs the build
+    # of scripts/patches/, else it falls back to "all"); "all": every token of the chat, the question too.
+    loss_on: str = "answer"
 
     def validate(self) -> None:
         problems = []
@@ -136,6 +139,8 @@ class TrainConfig:
             problems.append(f"weight_decay must be in [0, 1] (got {self.weight_decay})")
         if self.first_layer < 0:
             problems.append(f"first_layer must be >= 0 (got {self.first_layer})")
+        if self.loss_on not in ("answer", "all"):
+            problems.append(f"loss_on must be 'answer' or 'all' (got {self.loss_on!r})")
         if self.matmul not in MATMULS:
             problems.append(f"matmul must be one of {MATMULS} (got {self.matmul!r})")
         if self.base_type not in BASE_TYPES:
@@ -189,6 +194,7 @@ class TrainResult:
     truncated_examples: int = 0
     fast_backward: bool = False  # llama.cpp built with teachback's GEMM out_prod (scripts/patches/)
     matmul: str = "f32"  # what the matmuls ran as: "amx-bf16" or "f32"
+    loss_on: str = "all"  # the tokens the loss counted: "answer" (the prompt masked) or "all"
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -520,10 +526,16 @@ class _Session:
         _ = L
 
     def train_step(self, window: Sequence[int]) -> float:
-        """One optimizer step on one window of n_ctx + 1 tokens; the mean token loss."""
+        """One optimizer step on one window of n_ctx + 1 tokens; the mean token loss. A token stored as
+        ~token (negative) is read but not learned: it is no position's target (see `masked`)."""
+        import numpy as np
+
         ggml, llama = self.libs.ggml, self.libs.llama
-        self.data_view[:] = window[:-1]
-        self.label_view[:] = window[1:]
+        w = np.asarray(window, dtype=np.int64)
+        tokens = np.where(w < 0, ~w, w)
+        self.data_view[:] = tokens[:-1]
+        labels = w[1:] if self.libs.masked_labels else tokens[1:]
+        self.label_view[:] = np.where(labels < 0, -1, labels)
         ggml.ggml_opt_result_reset(self.result)
         first = not self.grad_accs
         llama.llama_opt_epoch(
@@ -622,6 +634,11 @@ class _Session:
 class _Example:
     tokens: list[int]
     answer_start: int  # index of the first answer token
+
+    def masked(self) -> list[int]:
+        """The tokens with the prompt's stored as ~token: read by the model, learned by no position.
+        The answer's first token stays the target of the prompt's last position."""
+        return [~t for t in self.tokens[: self.answer_start]] + list(self.tokens[self.answer_start :])
 
 
 def chat_formatter(
@@ -877,14 +894,18 @@ def train_lora(
         best_tensors: dict[str, Any] | None = None
         best_val = min((v for v in val_curve[1:] if not math.isnan(v)), default=math.inf)
 
-        windows_per_epoch = len(epoch_windows([e.tokens for e in train_ex], config, 0))
+        # Learned tokens: the answer's only (the prompt stored as ~token, read but never a target) when the
+        # build can skip a position's loss and config.loss_on says so; else every token.
+        masked = config.loss_on == "answer" and session.libs.masked_labels
+        sequences = [e.masked() if masked else e.tokens for e in train_ex]
+        windows_per_epoch = len(epoch_windows(sequences, config, 0))
         total_steps = windows_per_epoch * config.epochs
         step_time = 0.0
         steps_done = 0
         stopped_early = False
         epochs_run = start_epoch
         for epoch in range(start_epoch, config.epochs):
-            windows = epoch_windows([e.tokens for e in train_ex], config, epoch)
+            windows = epoch_windows(sequences, config, epoch)
             losses: list[float] = []
             for i, window in enumerate(windows):
                 global_step = epoch * windows_per_epoch + i
@@ -967,6 +988,7 @@ def train_lora(
             truncated_examples=truncated,
             fast_backward=session.libs.fast_backward,
             matmul="amx-bf16" if amx == lt.AMX_ALL else "f32",
+            loss_on="answer" if masked else "all",
         )
         result.metadata = {
             "base_model": base_model.name,

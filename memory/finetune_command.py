@@ -89,6 +89,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--ctx", type=int, default=256, help="training window in tokens (multiple of 32, >= 256)")
     p.add_argument("--first-layer", type=int, default=0, help="adapters only on blocks from this one up")
     p.add_argument(
+        "--loss-on",
+        choices=("answer", "all"),
+        default=TrainConfig.loss_on,
+        help="answer (default): learn the answers' tokens only; all: the questions too",
+    )
+    p.add_argument(
         "--base-type",
         choices=sorted(BASE_TYPES),
         default=TrainConfig.base_type,
@@ -134,6 +140,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
         n_ctx=args.ctx,
         first_layer=args.first_layer,
+        loss_on=args.loss_on,
         base_type=args.base_type,
         matmul=args.matmul,
         val_split=args.val_split,
@@ -282,7 +289,7 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
     elif items:
         before_adapter = Path(adapter_before) if adapter_before and Path(adapter_before).is_file() else None
         outcome_before = _quiz(
-            console, items, ref.spec, before_adapter, judge, "before" + suffix, request.run_dir
+            console, items, ref.spec, before_adapter, judge, "before" + suffix, request.run_dir, header.facts
         )
 
     curve: list[list[float]] = []
@@ -309,7 +316,14 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
     outcome = FinetuneOutcome(adapter=Path(result.adapter), result=result, quiz_before=outcome_before)
     if items:
         outcome.quiz_after = _quiz(
-            console, items, ref.spec, Path(result.adapter), judge, "after" + suffix, request.run_dir
+            console,
+            items,
+            ref.spec,
+            Path(result.adapter),
+            judge,
+            "after" + suffix,
+            request.run_dir,
+            header.facts,
         )
         b, a = outcome.quiz_before.totals(), outcome.quiz_after.totals()
         console.print(f"quiz: {b['correct']}/{b['n']} before -> {a['correct']}/{a['n']} after fine-tuning")
@@ -327,11 +341,13 @@ def _quiz(
     judge: str,
     label: str,
     run_dir: Path | None,
+    facts: list[str] | None = None,
 ) -> Any:
     from teachback.scenarios.quiz import quiz_student
 
     with console.status(f"quiz {label} fine-tuning ({len(items)} questions)..."):
         result = quiz_student(items, student, adapter=adapter, judge_model=judge, label=label)
+    result.mark_facts(facts or [])
     if run_dir is not None:
         result.save(run_dir / f"quiz-{label}.json")
     return result
@@ -354,6 +370,7 @@ def _write_record(
         "val_loss_after": result.val_loss_after,
         "tokens_per_s": result.tokens_per_s,
         "fast_backward": result.fast_backward,
+        "loss_on": result.loss_on,
         "matmul": result.matmul,
         "peak_rss_bytes": result.peak_rss_bytes,
         "estimated_bytes": need,

@@ -130,6 +130,9 @@ class Libs:
     get_constant_opt_pars: int  # address of ggml_opt_get_constant_optimizer_params
     # The patched libggml-cpu that libllama runs (with its `teachback_amx` switch); None on a stock build.
     cpu: Any = None
+    # libllama skips negative labels while training (scripts/patches/llama-cpp-answer-loss.patch), so
+    # the prompt's tokens can be left out of the loss; a stock build would write out of bounds.
+    masked_labels: bool = False
 
     @property
     def fast_backward(self) -> bool:
@@ -202,7 +205,15 @@ def libs() -> Libs:
             f"ggml_tensor_overhead {overhead} B); fine-tuning needs llama-cpp-python=={PINNED_LLAMA_CPP}"
         )
     assert get_const is not None
-    return Libs(llama=llama, ggml=ggml, L=L, get_constant_opt_pars=get_const, cpu=_patched_cpu(libdir))
+    masked = bool(getattr(llama, "teachback_masked_labels", None)) and bool(llama.teachback_masked_labels())
+    return Libs(
+        llama=llama,
+        ggml=ggml,
+        L=L,
+        get_constant_opt_pars=get_const,
+        cpu=_patched_cpu(libdir),
+        masked_labels=masked,
+    )
 
 
 def _patched_cpu(libdir: str) -> Any:

@@ -49,6 +49,7 @@ class QuizItemResult:
     judge_reason: str
     judge_accepted: bool
     components: dict[str, float] = field(default_factory=dict)  # the judge's signals (llm, recall)
+    facts: list[int] = field(default_factory=list)  # the run's curriculum facts the question asks about
 
     @property
     def correct(self) -> bool:
@@ -93,6 +94,18 @@ class QuizResult:
             "items": [i.to_json() for i in self.items],
             "totals": self.totals(),
         }
+
+    def mark_facts(self, facts: Sequence[str]) -> QuizResult:
+        """Name for each question the curriculum fact it asks about (the fact that shares most with the
+        question and its reference answer), so reports can show the quiz per fact."""
+        if facts:
+            from teachback.agents.claims import KnowledgeIndex
+
+            index = KnowledgeIndex("\n\n".join(facts))
+            for item in self.items:
+                found = index.facts_for(f"{item.question} {item.reference}", 1)
+                item.facts = [found[0].index] if found else []
+        return self
 
     def save(self, path: Path) -> None:
         """Write the JSON atomically: a temporary file in the same folder, then a rename."""

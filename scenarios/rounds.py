@@ -103,6 +103,7 @@ def _quiz_seat(
             seed=header.seed,
             context=context,
         )
+    result.mark_facts(header.facts)
     result.save(run_dir / f"quiz-{label}.json")
     t = result.totals()
     console.print(
@@ -205,11 +206,37 @@ def run_rounds(
                 )
             before[student.name] = outcome.quiz_after
             outcomes.append(outcome)
-    print_summary(console, outcomes)
+    ceiling = teacher_ceiling(console, read_run(outcomes[-1].run_dir)[0]) if quiz and outcomes else None
+    print_summary(console, outcomes, ceiling)
     return outcomes
 
 
-def print_summary(console: Any, outcomes: list[RoundOutcome]) -> None:
+def teacher_ceiling(console: Any, header: Any) -> Any:
+    """The scenario's (first) teacher answering the quiz from the notes a dialogue shows it: what a student
+    could reach by learning all it was taught. None without a quiz or knowledge."""
+    from teachback.agents.grounding import Knowledge
+    from teachback.agents.judge import Rubric
+    from teachback.scenarios.loader import load_scenario
+    from teachback.scenarios.quiz import quiz_student, scenario_quiz
+    from teachback.scenarios.run import embedder
+
+    items = scenario_quiz(header)
+    loaded = load_scenario(Path(header.scenario_path))
+    if not items or not loaded.knowledge_text.strip():
+        return None
+    rubric = Rubric(Knowledge(loaded.knowledge_text, embed=embedder()), 0.6)
+    teacher = header.models.get("teacher", "")
+    with console.status(
+        f"quiz (ceiling): {len(items)} questions to the teacher {teacher}, with its notes..."
+    ):
+        return quiz_student(
+            items, teacher, adapter=None, judge_model=header.models["judge"], label="ceiling",
+            seed=header.seed, context=rubric.notes_for,
+        )  # fmt: skip
+
+
+def print_summary(console: Any, outcomes: list[RoundOutcome], ceiling: Any = None) -> None:
+    """The rounds as a table, then the learning curve of each student with the teacher's ceiling."""
     from rich.table import Table
 
     table = Table(title="learning rounds")
@@ -235,3 +262,40 @@ def print_summary(console: Any, outcomes: list[RoundOutcome]) -> None:
             str(o.run_dir),
         )
     console.print(table)
+    for seat in dict.fromkeys(o.seat for o in outcomes):
+        console.print(
+            learning_curve([o for o in outcomes if o.seat == seat], ceiling, seat if several else "")
+        )
+
+
+def learning_curve(outcomes: list[RoundOutcome], ceiling: Any = None, seat: str = "", width: int = 30) -> str:
+    """A text chart of the quiz over rounds, the ceiling (the grounded teacher's score) drawn in as "┊".
+
+    >>> from types import SimpleNamespace as Q
+    >>> quiz = lambda c: Q(totals=lambda: {"correct": c, "n": 10})
+    >>> one = RoundOutcome(1, Path("r"), 8, 8, None, quiz_before=quiz(1), quiz_after=quiz(6))
+    >>> print(learning_curve([one], quiz(9), width=10))
+    learning curve (quiz correct; ┊ the grounded teacher's 9/10)
+      before   █░░░░░░░░┊  1/10
+      round 1  ██████░░░┊  6/10
+    """
+    rows: list[tuple[str, Any]] = []
+    if outcomes and outcomes[0].quiz_before is not None:
+        rows.append(("before", outcomes[0].quiz_before))
+    rows += [(f"round {o.round}", o.quiz_after) for o in outcomes if o.quiz_after is not None]
+    if not rows:
+        return ""
+    n = rows[0][1].totals()["n"] or 1
+    top = ceiling.totals()["correct"] if ceiling is not None else None
+    mark = round(top / n * width) if top is not None else None
+    title = f"learning curve{' of ' + seat if seat else ''} (quiz correct"
+    title += f"; ┊ the grounded teacher's {top}/{n})" if top is not None else ")"
+    lines = [title]
+    for label, quiz in rows:
+        correct = quiz.totals()["correct"]
+        filled = round(correct / n * width)
+        bar = ["█" if i < filled else "░" for i in range(width)]
+        if mark is not None and 0 <= mark < width:
+            bar[mark] = "┊"
+        lines.append(f"  {label:<8} {''.join(bar)}  {correct}/{n}")
+    return "\n".join(lines)

@@ -64,6 +64,14 @@ def test_pack_windows_fills_every_window_without_padding() -> None:
     assert ft.pack_windows(seqs, 127, seed=4) != windows
 
 
+def test_a_masked_example_is_read_but_only_its_answer_is_learned() -> None:
+    example = ft._Example(tokens=[5, 6, 7, 8, 9], answer_start=3)
+    assert example.masked() == [~5, ~6, ~7, 8, 9]
+    windows = ft.pack_windows([example.masked()] * 3, 256, 0)
+    labels = [t for t in windows[0][1:] if t >= 0]
+    assert labels and set(labels) <= {8, 9}  # a prompt token is never a target, across examples too
+
+
 def test_pack_windows_small_data_and_long_examples() -> None:
     one = ft.pack_windows([[1, 2, 3]], n_ctx=9, seed=0)  # fewer tokens than a window: repeated
     assert one == [[1, 2, 3] * 3 + [1]]
@@ -239,7 +247,7 @@ def test_real_training_teaches_the_student(
     base = bundled_model()
     out = tmp_path / "adapter.gguf"
     reports: list[ft.TrainProgress] = []
-    cfg = ft.TrainConfig(epochs=4, learning_rate=2e-3, seed=0)
+    cfg = ft.TrainConfig(epochs=4, learning_rate=2e-3, seed=0, val_split=0.1)
     amx_before = lt.amx_mode()
     result = ft.train_lora(
         base,
@@ -252,6 +260,8 @@ def test_real_training_teaches_the_student(
     )
 
     assert result.train_loss[-1] < result.train_loss[0] * 0.8, result.train_loss
+    # the answers' tokens only are learned where the build can mask the prompt (scripts/patches/)
+    assert result.loss_on == ("answer" if lt.libs().masked_labels else "all")
     assert result.n_train == 9 and result.n_val == 1 and len(result.val_loss) == 5
     assert [r.step for r in reports if r.phase == "train" and r.epoch == 1] == list(
         range(1, result.windows_per_epoch + 1)
@@ -282,7 +292,7 @@ def test_real_training_teaches_the_student(
         base,
         VELLMAR_QA,
         out,
-        ft.TrainConfig(epochs=5, learning_rate=2e-3, seed=0),
+        ft.TrainConfig(epochs=5, learning_rate=2e-3, seed=0, val_split=0.1),
         checkpoint_dir=tmp_path / "ckpt",
     )
     assert more.resumed_from_epoch == 4 and more.train_loss[:4] == pytest.approx(result.train_loss)

@@ -633,3 +633,29 @@ def test_the_browser_check_catches_a_broken_page(tmp_path: Path, chromium: Chrom
     blank.write_text("<html><body></body></html>", encoding="utf-8")
     shot, errors = chromium.open(blank.as_uri())
     assert errors == [] and colours(shot) == 1 and pixels(shot).std() == 0
+
+
+def test_facts_taught_and_the_quiz_per_fact() -> None:
+    from teachback.transcripts.metrics import fact_coverage
+
+    facts = ["Korrin is the capital of Vellmar.", "The currency is the drell.", "The Ossary is long."]
+    events = [
+        header(facts=facts),
+        TurnAccepted(
+            t=1.0, turn=1, objective=OBJECTIVES[0], question="q", answer="a", score=1.0,
+            teacher_model="m", facts=[0, 1],
+        ),
+        TurnAccepted(
+            t=2.0, turn=2, objective=OBJECTIVES[0], question="q", answer="b", score=1.0,
+            teacher_model="m", facts=[0],
+        ),
+    ]  # fmt: skip
+    quiz = [
+        {"label": "before", "items": [{"question": "capital?", "correct": False, "facts": [0]}]},
+        {"label": "after", "items": [{"question": "capital?", "correct": True, "facts": [0]}]},
+    ]
+    coverage = fact_coverage(events, quiz)
+    assert (coverage["taught"], coverage["total"]) == (2, 3)
+    assert [r["taught"] for r in coverage["facts"]] == [2, 1, 0]
+    assert coverage["facts"][0]["quiz"] == [[False], [True]] and coverage["facts"][2]["quiz"] == [None, None]
+    assert fact_coverage([header()])["facts"] == []  # a transcript from before fact coverage

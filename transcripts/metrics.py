@@ -62,6 +62,7 @@ def run_metrics(
         "scores": scores,
         "score_histogram": score_histogram(scores),
         "objectives": objective_acceptance(events),
+        "facts": fact_coverage(events, quiz),
         "students": student_acceptance(events),
         "timeline": timeline(events),
         "usage": usage,
@@ -237,6 +238,39 @@ def objective_acceptance(events: Sequence[Event]) -> list[dict[str, Any]]:
         s["mean_accepted_score"] = sum(scores) / len(scores) if scores else None
         out.append(s)
     return out
+
+
+def fact_coverage(events: Sequence[Event], quiz: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The curriculum's facts: how many accepted turns taught each, and how the quiz questions about it
+    went in each quiz round (`quiz` in order, before .. after; a question names its facts in `facts`).
+
+    Empty (`{"facts": []}`) for transcripts from before fact coverage.
+    """
+    header = next((e for e in events if isinstance(e, RunStarted)), None)
+    facts = [str(f) for f in (header.facts if header and isinstance(header.facts, list) else [])]
+    taught = [0] * len(facts)
+    for e in events:
+        if isinstance(e, TurnAccepted) and isinstance(e.facts, list):
+            for f in e.facts:
+                if isinstance(f, int) and 0 <= f < len(facts):
+                    taught[f] += 1
+    rows = [{"fact": text, "taught": n, "quiz": []} for text, n in zip(facts, taught, strict=True)]
+    for round_ in quiz:
+        marks: dict[int, list[bool]] = {}
+        for item in _list(round_.get("items")):
+            if not isinstance(item, Mapping):
+                continue
+            for f in _list(item.get("facts")):
+                if isinstance(f, int) and 0 <= f < len(rows):
+                    marks.setdefault(f, []).append(bool(item.get("correct")))
+        for i, row in enumerate(rows):
+            row["quiz"].append(marks.get(i))  # None: no question of this round asks about the fact
+    return {
+        "facts": rows,
+        "taught": sum(1 for n in taught if n),
+        "total": len(facts),
+        "quiz_labels": [str(r.get("label") or "") for r in quiz],
+    }
 
 
 def student_acceptance(events: Sequence[Event]) -> list[dict[str, Any]]:

@@ -109,6 +109,7 @@ def render_html(m: dict[str, Any], charts: dict[str, bytes]) -> str:
     sections = [
         _section("scores", CHARTS["scores"], _chart(charts, "scores") + _chart(charts, "score_distribution")),
         _section("objectives", CHARTS["objectives"], _chart(charts, "objectives") + _objectives_table(m)),
+        _section("facts", "Facts taught", _facts_table(m)),
         _section("dialogue", "Dialogue", _chart(charts, "timeline") + _dialogue_table(m)),
         _section("usage", CHARTS["usage"], _chart(charts, "usage") + _usage_table(m)),
         _section("finetune", CHARTS["finetune"], _finetune_body(m, charts)),
@@ -134,6 +135,7 @@ def render_html(m: dict[str, Any], charts: dict[str, bytes]) -> str:
 _NAV = [
     ("scores", "Scores"),
     ("objectives", "Objectives"),
+    ("facts", "Facts taught"),
     ("dialogue", "Dialogue"),
     ("usage", "Usage"),
     ("finetune", "Fine-tune"),
@@ -242,6 +244,37 @@ def _quiz_figure(q: dict[str, Any]) -> str:
     if q.get("correct") is not None and q.get("n"):
         return f"{q['correct']}/{q['n']}"
     return _num(q.get("score"))
+
+
+def _facts_table(m: dict[str, Any]) -> str:
+    """One row per curriculum fact: the accepted turns that taught it and its quiz questions per round."""
+    facts = m.get("facts") or {}
+    rows = facts.get("facts") or []
+    if not rows:
+        return "<p>This transcript has no curriculum (it predates fact coverage).</p>"
+    labels = facts.get("quiz_labels") or []
+
+    def mark(marks: list[bool] | None) -> str:
+        if marks is None:
+            return "–"
+        return " ".join("<span class=yes>✓</span>" if ok else "<span class=no>✗</span>" for ok in marks)
+
+    head = (
+        "<tr><th class='n'>#</th><th>fact</th><th class='n'>taught in turns</th>"
+        + "".join(f"<th>quiz {_e(label)}</th>" for label in labels)
+        + "</tr>"
+    )
+    body = "".join(
+        f"<tr><td class='n'>{i}</td><td>{_e(r['fact'])}</td>"
+        f"<td class='n'>{r['taught'] or '<span class=no>0</span>'}</td>"
+        + "".join(f"<td>{mark(q)}</td>" for q in r["quiz"])
+        + "</tr>"
+        for i, r in enumerate(rows)
+    )
+    missing = [r["fact"] for r in rows if not r["taught"]]
+    summary = f"<p>facts taught {facts.get('taught', 0)}/{facts.get('total', 0)}"
+    summary += f"; not taught yet: {_e('; '.join(missing))}</p>" if missing else "</p>"
+    return summary + f"<table>{head}{body}</table>"
 
 
 def _claims(objective: dict[str, Any]) -> str:

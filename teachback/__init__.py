@@ -1,3 +1,3 @@
 """teachback: distil knowledge from a teacher model into a small local student model by conversation."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -203,7 +203,7 @@ def echo_question(
     'The council has how many members?'
     >>> echo_question("Vellmar was founded in 1487.", "the founding", {})
     'Vellmar was founded in which year?'
-    >>> echo_question("Korrin is the capital of Vellmar.", "the capital", {}, frozenset({"korrin"}))
+    >>> echo_question("Korrin is the capital of Vellmar.", "Vellmar", {}, frozenset({"korrin"}))
     'What is the capital of Vellmar?'
     >>> echo_question("The Lantern Tide is held on the ninth of October.", "the festival", {})
     'The Lantern Tide is held on which day of October?'

@@ -8,6 +8,11 @@ import importlib
 import pytest
 
 MODULES = [
+    "teachback.agents.claims",
+    "teachback.agents.entailment",
+    "teachback.agents.terms",
+    "teachback.scenarios.curriculum",
+    "teachback.scenarios.rounds",
     "teachback.agents.grounding",
     "teachback.agents.prompts",
     "teachback.scenarios.director",

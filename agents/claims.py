@@ -762,7 +762,9 @@ def _direction_problem(claim: str, fact: str) -> str:
 
     said, noted = roles(claim), roles(fact)
     swapped = sorted(t for t in said if t in noted and said[t] != noted[t])
-    return f"the notes say it goes the other way ({', '.join(swapped)})" if swapped else ""
+    # both ends exchanged: "from a house into a cistern" (one end alone is a paraphrase: "until", "to")
+    both = {"from", "to"} <= {said[t] for t in swapped}
+    return f"the notes say it goes the other way ({', '.join(swapped)})" if both else ""
 
 
 def _said_to_be(sentence: str, x: str, y: str) -> bool:
@@ -797,7 +799,7 @@ def _said_to_be(sentence: str, x: str, y: str) -> bool:
     before, after = between[:link], between[link + 1 :]
     if before[:1] and before[0] in _PREPOSITIONS:
         before = []  # "the head of the council is ...": the rest of the subject's own phrase
-    if any(t not in STOPWORDS for t in before):
+    if any(t in _PHRASE_END or t.endswith("ed") for t in before):
         return False  # "a colony lives in a tall hive called ...": the link names the hive, not the colony
     if any(t == "by" or t.endswith("ed") and t not in ("called", "named") for t in after):
         return False  # "is read by": a verb, not a link

@@ -86,7 +86,7 @@ _NUMBER_WORD_RE = re.compile(
     r"|(?P<hundred>(?:a|one) hundred)"
     r"|(?P<plain>" + "|".join(sorted(_PLAIN_CARDINALS | _PLAIN_ORDINALS, key=len, reverse=True)) + r"))\b"
     r"|\b(?P<dated>first|second)(?= of (?:" + "|".join(MONTHS) + r")\b)"
-    r"|(?P<lead>^|[.,;:] |\b(?:is|are|was|were|has|have|had|in|on|at|for|with|about|only|just|than|by|into) )"
+    r"|(?P<lead>^|[.,;:] |\b(?:has|have|had|in|on|at|for|with|about|only|just|than|by|into) )"
     r"(?P<counted>one)"
     r"(?= (?!(?:of|another|by|or|and|to|is|was|who|that|which|with|in|at|on|for|hundred|thousand|more)\b)"
     r"[a-z]+)",

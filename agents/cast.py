@@ -1,11 +1,12 @@
 """The cast: the autogen-agentchat agents that play the students, the teachers and the judge of a scenario.
 
-Teachers and the judge speak through litellm: a hosted model directly, a local GGUF through a managed
-llama.cpp server on loopback (one per model file and adapter, shared by the seats that use it). A student
-that learns by fine-tuning is a local GGUF run in-process through llama.cpp, with an optional LoRA
-adapter; each such seat gets its own `Llama` (and its lock), so two seats on one file never share one.
-A student that learns by retrieval speaks through litellm like a teacher and carries its memory namespace
-as an autogen `Memory`. Tests hand in scripted clients instead; everything else is the same code path.
+Teachers and the judge speak through litellm: a hosted model directly (or the OpenAI-compatible server a
+seat's `api_base` names), a local GGUF through a managed llama.cpp server on loopback (one per model file
+and adapter, shared by the seats that use it). A student that learns by fine-tuning is a local GGUF run
+in-process through llama.cpp, with an optional LoRA adapter; each such seat gets its own `Llama` (and its
+lock), so two seats on one file never share one. A student that learns by retrieval speaks through
+litellm like a teacher and carries its memory namespace as an autogen `Memory`. Tests hand in scripted
+clients instead; everything else is the same code path.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from teachback.agents import prompts
+from teachback.agents.endpoints import client_options
 from teachback.agents.judge import LLMVerdict
 from teachback.agents.models import ModelRef, resolve
 from teachback.errors import ModelError
@@ -130,13 +132,17 @@ def make_client(
     seed: int,
     adapter: Path | None = None,
     in_process: bool | None = None,
+    seat: str | None = None,
 ) -> ChatCompletionClient:
     """The client a role speaks through, chosen by where its model lives.
 
     A local model runs in-process when `in_process` (default: for the student), else behind a server.
+    A model served elsewhere is called at the seat's `api_base` with the key its `api_key_env` names,
+    read now (agents/endpoints.py); `seat` names it in errors (default: the role).
     """
     if in_process is None:
         in_process = role == "student"
+    endpoint = client_options(settings, ref.spec, seat or role)
     if in_process and ref.is_local:
         from teachback.agents.llama_local import LlamaCppChatClient
 
@@ -157,14 +163,15 @@ def make_client(
             raise ModelError(f"{role}: a local model needs a server pool")
         assert ref.local_path is not None
         server = pool.get(ref.local_path, lora_path=adapter)
+        endpoint["api_base"] = server.api_base
         return LiteLLMChatClient(
             server.litellm_model,
-            api_base=server.api_base,
             temperature=settings.temperature,
             max_tokens=settings.max_tokens,
             seed=seed,
             role=role,
             json_output=schema,
+            **endpoint,
         )
     return LiteLLMChatClient(
         ref.spec,
@@ -173,6 +180,7 @@ def make_client(
         seed=seed,
         role=role,
         json_output=schema,
+        **endpoint,
     )
 
 
@@ -219,7 +227,14 @@ def build_cast(
         if role == "student" and in_process and not resolve(model).is_local:
             raise ModelError(f"{label}: learning: finetune needs a local GGUF model, not {model!r}")
         client = make_client(
-            role, resolve(model), settings, pool=pool, seed=seed + n, adapter=adapter, in_process=in_process
+            role,
+            resolve(model),
+            settings,
+            pool=pool,
+            seed=seed + n,
+            adapter=adapter,
+            in_process=in_process,
+            seat=label,
         )
         made.append(client)
         return client

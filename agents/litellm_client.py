@@ -48,6 +48,7 @@ from teachback.agents._chat_client_base import (
     llama_cpp_response_format,
     to_openai_messages,
 )
+from teachback.agents.endpoints import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 from teachback.errors import ModelCallError, mask_secrets
 
 _litellm: ModuleType | None = None
@@ -117,8 +118,8 @@ class LiteLLMChatClient(ChatClientBase):
         api_key: str | None = None,
         temperature: float = 0.2,
         max_tokens: int = 256,
-        timeout: float = 120,
-        num_retries: int = 2,
+        timeout: float = DEFAULT_TIMEOUT,
+        num_retries: int = DEFAULT_RETRIES,
         seed: int | None = None,
         role: str = "model",
         extra: Mapping[str, Any] | None = None,

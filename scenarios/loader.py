@@ -15,7 +15,8 @@ a YAML file is at most MAX_YAML_BYTES, expands to at most MAX_YAML_NODES nodes t
 a knowledge file is at most MAX_KNOWLEDGE_BYTES of UTF-8 text without NUL bytes.
 
 `load_scenario(path, check_files=True)` (what `teachback validate` does) also checks what a run would
-only find out later: each adapter file exists and is a GGUF LoRA adapter, and memory.url is http(s)://host:port.
+only find out later: each adapter file exists and is a GGUF LoRA adapter, memory.url is http(s)://host:port,
+and each variable an `api_key_env` names is set (its value is never shown).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def load_scenario(path: str | Path, *, check_files: bool = False) -> LoadedScena
     if check_files and scenario is not None:
         _check_adapters(scenario, file.resolve().parent, lines, problems)
         _check_memory_url(scenario, lines, problems)
+        _check_key_variables(scenario, lines, problems)
 
     if problems or scenario is None:
         problems.sort(key=lambda p: p[0])  # stable: same-line problems keep their order
@@ -304,10 +306,8 @@ def _read_knowledge(
     return texts, files
 
 
-def _check_adapters(
-    scenario: Scenario, base: Path, lines: dict[Loc, int], problems: list[tuple[int, str]]
-) -> None:
-    """Each seat's adapter (but "latest", found at run time) is a GGUF file whose general.type is adapter."""
+def _seats(scenario: Scenario) -> list[tuple[Loc, Any]]:
+    """Every teacher and student seat with where it sits in the file: ("teacher",), ("students", 1), ..."""
     seats: list[tuple[Loc, Any]] = []
     for single, several in (("teacher", "teachers"), ("student", "students")):
         group = getattr(scenario, several)
@@ -315,7 +315,14 @@ def _check_adapters(
             seats.append(((single,), getattr(scenario, single)))
         else:
             seats.extend(((several, i), seat) for i, seat in enumerate(group))
-    for loc, seat in seats:
+    return seats
+
+
+def _check_adapters(
+    scenario: Scenario, base: Path, lines: dict[Loc, int], problems: list[tuple[int, str]]
+) -> None:
+    """Each seat's adapter (but "latest", found at run time) is a GGUF file whose general.type is adapter."""
+    for loc, seat in _seats(scenario):
         adapter = getattr(seat, "adapter", None)
         if not adapter or adapter == "latest":
             continue
@@ -349,6 +356,25 @@ def adapter_problem(path: Path) -> str | None:
         said = f"general.type is {kind!r}" if kind is not None else "no general.type"
         return f"not a LoRA adapter ({said}, a model file?): {path}; {hint}"
     return None
+
+
+def _check_key_variables(scenario: Scenario, lines: dict[Loc, int], problems: list[tuple[int, str]]) -> None:
+    """Each variable an `api_key_env` names is set in this environment (a run reads the key from it)."""
+    import os
+
+    for loc, seat in [*_seats(scenario), (("judge",), scenario.judge)]:
+        name = seat.api_key_env
+        if name is None or os.environ.get(name, "").strip():
+            continue
+        here = loc + ("api_key_env",)
+        said = "is empty" if name in os.environ else "is not set"
+        problems.append(
+            (
+                _line(lines, here),
+                f"{_dotted(here)}: the environment variable {name} {said}; export {name}=<the key> before "
+                "the run (the key stays out of the scenario)",
+            )
+        )
 
 
 def _check_memory_url(scenario: Scenario, lines: dict[Loc, int], problems: list[tuple[int, str]]) -> None:

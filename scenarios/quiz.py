@@ -279,10 +279,12 @@ def quiz_student(
     seed: int = 0,
     on_item: Callable[[QuizItemResult], None] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    endpoints: dict[str, dict[str, Any]] | None = None,
 ) -> QuizResult:
     """Open the student (greedy, fixed seed, optional LoRA) and the judge as a run does, quiz, close all.
 
-    The judge's servers stop and the student is freed even on an error or Ctrl-C.
+    `endpoints` (role -> api_base, api_key_env, timeout, retries) says where a student or judge served
+    elsewhere is called. The judge's servers stop and the student is freed even on an error or Ctrl-C.
     """
     from teachback.agents.cast import make_client
     from teachback.agents.litellm_client import import_litellm
@@ -300,9 +302,12 @@ def quiz_student(
         raise QuizError(f"--adapter: the student {student_ref.spec} is not a local model; adapters need one")
     litellm_import = threading.Thread(target=import_litellm, name="import-litellm", daemon=True)
     litellm_import.start()  # ~5 s, overlapped with starting the judge's server
+    endpoints = endpoints or {}
     student_settings = StudentRole(model=student_model, temperature=0.0, max_tokens=STUDENT_MAX_TOKENS)
+    student_settings = student_settings.model_copy(update=endpoints.get("student", {}))
+    judge_settings = JudgeRole(model=judge_model).model_copy(update=endpoints.get("judge", {}))
     with ServerPool() as pool:
-        judge = make_client("judge", judge_ref, JudgeRole(model=judge_model), pool=pool, seed=seed)
+        judge = make_client("judge", judge_ref, judge_settings, pool=pool, seed=seed)
         student = make_client("student", student_ref, student_settings, pool=pool, seed=seed, adapter=adapter)
         litellm_import.join()
 

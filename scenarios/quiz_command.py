@@ -2,6 +2,7 @@
 
 teachback quiz invented-domain --student local/smollm2-135m [--adapter FILE|latest] [--json OUT]
 teachback quiz quiz.yaml --student local/smollm2-135m --judge openai/gpt-4o-mini --plain
+teachback quiz invented-domain --judge openai/qwen2.5-7b --judge-base http://gpu-box:8000/v1
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ def register(subparsers: Any) -> None:
         "--adapter", metavar="PATH|latest", help="a LoRA adapter for the student, or the newest trained one"
     )
     p.add_argument("--judge", metavar="MODEL", default=DEFAULT_JUDGE, help="the judge's model string")
+    for role in ("student", "judge"):
+        p.add_argument(
+            f"--{role}-base",
+            metavar="URL",
+            help=f"the {role}'s OpenAI-compatible server, http://host:port/v1 (keyless)",
+        )
     p.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="write the results as JSON")
     p.add_argument("--seed", type=int, default=0, help="random seed (generation is greedy anyway)")
     p.add_argument("--plain", action="store_true", help="no colours or box drawing")
@@ -60,8 +67,10 @@ def resolve_adapter(adapter: str | None, student_model: str) -> Path | None:
 def run_quiz_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from teachback.agents.endpoints import given_api_bases
     from teachback.scenarios.quiz import load_quiz, quiz_student
 
+    bases = given_api_bases({"student": args.student_base, "judge": args.judge_base})
     items = load_quiz(args.quiz_file)  # a bad file fails here, before any model loads
     adapter = resolve_adapter(args.adapter, args.student)
     console = Console(highlight=False, no_color=args.plain or None, soft_wrap=False)
@@ -90,6 +99,7 @@ def run_quiz_command(args: argparse.Namespace) -> int:
         label=str(args.quiz_file),
         seed=args.seed,
         on_item=show,
+        endpoints={role: {"api_base": url} for role, url in bases.items()},
     )
     console.print(results_table(result, plain=args.plain))
     console.print(totals_line(result))

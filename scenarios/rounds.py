@@ -102,6 +102,7 @@ def _quiz_seat(
             label=label,
             seed=header.seed,
             context=context,
+            endpoints={"student": student.endpoint, "judge": recorded_endpoint(header, "judge")},
         )
     result.mark_facts(header.facts)
     result.save(run_dir / f"quiz-{label}.json")
@@ -111,6 +112,14 @@ def _quiz_seat(
         f"judge mean {t['judge_mean']:.2f}"
     )
     return result
+
+
+def recorded_endpoint(header: Any, role: str) -> dict[str, Any]:
+    """Where a run called a role's first seat (api_base, api_key_env, timeout, retries): its header's word."""
+    from teachback.agents.endpoints import ENDPOINT_FIELDS
+
+    said = (header.options.get("roles") or {}).get(role) or {}
+    return {name: said[name] for name in ENDPOINT_FIELDS if said.get(name) is not None}
 
 
 def run_rounds(

@@ -49,6 +49,7 @@ class RunRequest:
     memory_dir: Path | None = None  # overrides the scenario's memory.dir
     memory_url: str | None = None  # overrides the scenario's memory.url
     no_memory: bool = False
+    api_bases: dict[str, str] = field(default_factory=dict)  # role -> its server's URL (--teacher-base ...)
 
 
 def open_memory(request: RunRequest, scenario: Any, scenario_dir: Path) -> tuple[MemoryStore | None, str]:
@@ -210,6 +211,7 @@ def run_scenario(
 ) -> Path:
     """Run (or resume) a scenario, rendering it live; returns the run folder. Ctrl-C propagates."""
     from teachback.agents.cast import ROLES, build_cast, resolve_adapter
+    from teachback.agents.endpoints import client_options, endpoint_record
     from teachback.agents.grounding import Knowledge
     from teachback.agents.judge import Rubric
     from teachback.agents.llama_server import ServerPool
@@ -218,7 +220,7 @@ def run_scenario(
     from teachback.scenarios.curriculum import Curriculum
     from teachback.scenarios.director import Director, Progress
     from teachback.scenarios.loader import find_scenario, load_scenario
-    from teachback.scenarios.seats import seat_record
+    from teachback.scenarios.seats import seat_record, with_api_bases
     from teachback.transcripts.events import Notice, RunStarted
     from teachback.transcripts.recorder import TranscriptRecorder
     from teachback.transcripts.render import make_renderer
@@ -235,6 +237,8 @@ def run_scenario(
     scenario = loaded.scenario
     turns = request.turns or (int(header.options.get("turns", scenario.turns)) if header else scenario.turns)
     scenario = scenario.model_copy(update={"turns": turns})
+    api_bases = {**((header.options.get("api_bases") or {}) if header else {}), **request.api_bases}
+    scenario = with_api_bases(scenario, api_bases)
     adapter = request.adapter or (header.options.get("adapter") if header else None)
     if adapter:
         named = "latest" if str(adapter) == "latest" else str(Path(adapter).expanduser().resolve())
@@ -261,6 +265,10 @@ def run_scenario(
         for spec in {seat.model for seat in (*teachers, *students)} - set(models.values()):
             if not resolve(spec).is_local:
                 check_litellm_model(spec)
+        # a key's variable that is not set, or a local model given an api_base, fails here too
+        for seat in (*teachers, *students):
+            client_options(seat.settings, seat.model, seat.label)
+        client_options(scenario.judge, models["judge"], "judge")
 
     embed = embedder() if loaded.knowledge_text.strip() else None
     rubric = Rubric(Knowledge(loaded.knowledge_text, embed=embed), scenario.judge.threshold)
@@ -293,8 +301,13 @@ def run_scenario(
         "phrasings": scenario.phrasings,
         "adapter": str(adapter_path) if adapter_path else None,
         "memory_namespace": namespace or None,
+        **({"api_bases": api_bases} if api_bases else {}),  # --teacher-base ..., kept for a resume
         "roles": {  # the first seat of each role; every seat's own are in the header's seats
-            role: {"temperature": settings.temperature, "max_tokens": settings.max_tokens}
+            role: {
+                "temperature": settings.temperature,
+                "max_tokens": settings.max_tokens,
+                **endpoint_record(settings),  # where it was called; the key's variable by name only
+            }
             for role, settings in zip(
                 ROLES, (students[0].settings, teachers[0].settings, scenario.judge), strict=True
             )

@@ -6,6 +6,9 @@
     teacher: {model: local/smollm2-135m, max_tokens: 120}
     student: {model: local/smollm2-135m, adapter: latest}
     judge: {threshold: 0.6}
+    # any seat on an OpenAI-compatible server: its URL, the variable holding its key, and its limits
+    # teacher: {model: openai/qwen2.5-7b, api_base: http://gpu-box:8000/v1, api_key_env: VLLM_API_KEY,
+    #           timeout: 60, retries: 1}
     # or several seats: a teacher panel and a classroom (each list excludes its single form)
     teachers: [{name: ada}, {name: bo, model: openai/gpt-4o-mini}]
     panel: {select: best}         # or consensus: the accepted answer the others agree with most
@@ -33,6 +36,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from teachback.agents.endpoints import MAX_RETRIES, MAX_TIMEOUT, api_base_problem, is_local, key_env_problem
 from teachback.agents.models import DEFAULT_STUDENT, DEFAULT_TEACHER, check_model_string
 
 DEFAULT_MODEL = DEFAULT_TEACHER  # teachers and the judge
@@ -141,6 +145,21 @@ class Role(_Strict):
         default=None,
         description="the seat's name in a panel or classroom (default teacher-1, student-1, ...)",
     )
+    api_base: str | None = Field(
+        default=None,
+        description="the base URL of the OpenAI-compatible server that serves the model "
+        "(http://host:port/v1: vLLM, LM Studio, Ollama, llama-server); default: litellm's for the provider",
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        description="the NAME of the environment variable that holds the key (never the key itself)",
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT, description="seconds each attempt may take (default 120)"
+    )
+    retries: int | None = Field(
+        default=None, ge=0, le=MAX_RETRIES, description="attempts after a failed one, 0 to 10 (default 2)"
+    )
 
     @field_validator("model")
     @classmethod
@@ -150,9 +169,33 @@ class Role(_Strict):
             raise PydanticCustomError("model", "{problem}", {"problem": problem})
         return value.strip()
 
+    @field_validator("api_base")
+    @classmethod
+    def _well_formed_url(cls, value: str | None) -> str | None:
+        problem = api_base_problem(value) if value is not None else None
+        if problem:
+            raise PydanticCustomError("api_base", "{problem}", {"problem": problem})
+        return value
 
-def _is_local(model: str) -> bool:
-    return model.strip().startswith(("local/", "local:"))
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_variable_name(cls, value: str | None) -> str | None:
+        problem = key_env_problem(value) if value is not None else None
+        if problem:
+            raise PydanticCustomError("api_key_env", "{problem}", {"problem": problem})
+        return value
+
+    @model_validator(mode="after")
+    def _endpoint_fits_model(self) -> Role:
+        for name in ("api_base", "api_key_env"):
+            if getattr(self, name) is not None and is_local(self.model):
+                raise PydanticCustomError(
+                    name,
+                    "{name} is for a model served elsewhere; {model} runs on teachback's own llama.cpp "
+                    "server. Remove {name}, or name the served model (openai/<name> with api_base)",
+                    {"at": [name], "name": name, "model": self.model},
+                )
+        return self
 
 
 class TeacherRole(Role):
@@ -164,7 +207,7 @@ class TeacherRole(Role):
 
     @model_validator(mode="after")
     def _adapter_needs_local(self) -> TeacherRole:
-        if self.adapter is not None and not _is_local(self.model):
+        if self.adapter is not None and not is_local(self.model):
             raise PydanticCustomError(
                 "adapter", "an adapter needs a local model (local/... or local:...)", {"at": ["adapter"]}
             )
@@ -197,14 +240,14 @@ class StudentRole(Role):
 
     @model_validator(mode="after")
     def _learning_fits_model(self) -> StudentRole:
-        if self.learning == "finetune" and not _is_local(self.model):
+        if self.learning == "finetune" and not is_local(self.model):
             raise PydanticCustomError(
                 "learning",
                 "finetune needs a local GGUF student (local/... or local:...); a hosted model learns by "
                 "retrieval",
                 {"at": ["learning"]},
             )
-        if self.adapter is not None and not _is_local(self.model):
+        if self.adapter is not None and not is_local(self.model):
             raise PydanticCustomError(
                 "adapter", "an adapter needs a local model (local/... or local:...)", {"at": ["adapter"]}
             )
@@ -213,7 +256,7 @@ class StudentRole(Role):
     @property
     def learns_by(self) -> str:
         """`finetune` or `retrieval`: as set, else by where the model lives."""
-        return self.learning or ("finetune" if _is_local(self.model) else "retrieval")
+        return self.learning or ("finetune" if is_local(self.model) else "retrieval")
 
 
 class JudgeRole(Role):

@@ -18,8 +18,10 @@ seat without a name is `teacher-1`, `student-2`, ... by position; a classroom st
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from teachback.agents.endpoints import ENDPOINT_FIELDS, endpoint_record
 
 TEACHER = "teacher"
 STUDENT = "student"
@@ -40,6 +42,11 @@ class Seat:
     @property
     def adapter(self) -> str | None:
         return getattr(self.settings, "adapter", None)
+
+    @property
+    def label(self) -> str:
+        """How messages name it: `teacher` for the one teacher, `teacher ada` in a panel."""
+        return self.role if self.name == self.role else f"{self.role} {self.name}"
 
     @property
     def agent_name(self) -> str:
@@ -95,10 +102,38 @@ def student_seats(scenario: Any, namespace: str | None = None) -> list[StudentSe
     return seats
 
 
+def with_api_bases(scenario: Any, bases: dict[str, str]) -> Any:
+    """The scenario with every seat of a role in `bases` (role -> URL, as `--teacher-base` gives) called at
+    that URL instead of its own `api_base`."""
+    update: dict[str, Any] = {}
+    for role, several in ((TEACHER, "teachers"), (STUDENT, "students"), ("judge", None)):
+        url = bases.get(role)
+        if not url:
+            continue
+        group = getattr(scenario, several) if several else None
+        if group is not None:
+            update[several] = [seat.model_copy(update={"api_base": url}) for seat in group]
+        else:
+            update[role] = getattr(scenario, role).model_copy(update={"api_base": url})
+    return scenario.model_copy(update=update) if update else scenario
+
+
+def all_seats(scenario: Any) -> list[tuple[str, Seat | None, Any]]:
+    """Every seat with its label in messages: (`teacher`, `teacher ada`, ..., `judge`), its Seat (None for
+    the judge) and its settings."""
+    seated: list[tuple[str, Seat | None, Any]] = []
+    for seat in [*teacher_seats(scenario), *student_seats(scenario)]:
+        seated.append((seat.label, seat, seat.settings))
+    seated.append(("judge", None, scenario.judge))
+    return seated
+
+
 def seat_record(seat: Seat) -> dict[str, Any]:
-    """What the transcript header says about a seat (RunStarted.seats): enough to quiz or train it later."""
+    """What the transcript header says about a seat (RunStarted.seats): enough to quiz or train it later.
+    Where it was called (api_base, the key's variable by name, timeout, retries) when the scenario says."""
     record: dict[str, Any] = {"role": seat.role, "name": seat.name, "model": seat.model}
     record["temperature"], record["max_tokens"] = seat.settings.temperature, seat.settings.max_tokens
+    record.update(endpoint_record(seat.settings))
     if seat.adapter:
         record["adapter"] = seat.adapter
     if isinstance(seat, StudentSeat):
@@ -117,6 +152,7 @@ class RecordedStudent:
     learning: str
     adapter: str | None = None
     suffix: str = ""  # "" when the run had one student; "-<name>" names its files in a classroom
+    endpoint: dict[str, Any] = field(default_factory=dict)  # api_base, api_key_env, timeout, retries if set
 
 
 def recorded_students(header: Any) -> list[RecordedStudent]:
@@ -143,6 +179,7 @@ def recorded_students(header: Any) -> list[RecordedStudent]:
             learning=str(r.get("learning", "finetune")),
             adapter=r.get("adapter"),
             suffix="" if len(records) == 1 else f"-{r.get('name')}",
+            endpoint={k: r[k] for k in ENDPOINT_FIELDS if r.get(k) is not None},
         )
         for r in records
     ]

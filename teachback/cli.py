@@ -1,10 +1,11 @@
 """The `teachback` command line. Imports nothing heavy until a command runs, so `--help` is instant.
 
     teachback run SCENARIO [--turns N] [--out DIR] [--plain] [--teacher M] [--student M] [--judge M]
+                           [--teacher-base URL] [--student-base URL] [--judge-base URL]
                            [--resume RUN_DIR] [--seed N]
     teachback replay TRANSCRIPT|RUN_DIR [--speed X | --instant] [--from TURN] [--role ROLE] [--plain]
     teachback validate FILE...
-    teachback models
+    teachback models [SCENARIO] [--teacher-base URL] [--student-base URL] [--judge-base URL]
 
 Errors the user can fix print one line each (`teachback: ...`) and exit with code 2; Ctrl-C exits 130.
 """
@@ -23,6 +24,7 @@ from teachback import __version__
 from teachback.errors import TeachbackError, mask_secrets
 
 EXIT_USAGE = 2
+ROLES = ("teacher", "student", "judge")
 EXIT_INTERRUPTED = 130
 
 # What an interrupted command leaves behind, said after "teachback: interrupted".
@@ -45,10 +47,12 @@ def _console(plain: bool = False):  # type: ignore[no-untyped-def]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from teachback.agents.endpoints import given_api_bases
     from teachback.scenarios.run import RunRequest, run_scenario
 
     if args.scenario is None and args.resume is None:
         raise TeachbackError("run: name a scenario (a YAML file or a bundled name), or give --resume RUN_DIR")
+    api_bases = given_api_bases({role: getattr(args, f"{role}_base") for role in ROLES})
     request = RunRequest(
         scenario=args.scenario,
         turns=args.turns,
@@ -61,6 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         memory_dir=args.memory_dir,
         memory_url=args.memory_url,
         no_memory=args.no_memory,
+        api_bases=api_bases,
     )
     console = _console(args.plain)
     if args.rounds:
@@ -139,6 +144,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from teachback.agents.models import LOCAL_MODELS
 
+    if args.scenario is not None:
+        return _scenario_models(args)
     print("Local models (run in-process or behind a managed llama.cpp server):")
     for name, model in LOCAL_MODELS.items():
         try:
@@ -149,6 +156,46 @@ def cmd_models(args: argparse.Namespace) -> int:
     print("  local:/path/to/model.gguf  any GGUF file")
     print("Any litellm model string also works for teacher and judge: openai/gpt-4o-mini, ollama/llama3, ...")
     return 0
+
+
+def _scenario_models(args: argparse.Namespace) -> int:
+    """Each seat of a scenario: its model, where it is called, its limits and its key's variable."""
+    from teachback.agents.endpoints import (
+        check_served_elsewhere,
+        given_api_bases,
+        key_source,
+        limits,
+        where_called,
+    )
+    from teachback.scenarios.loader import find_scenario, load_scenario
+    from teachback.scenarios.seats import StudentSeat, all_seats, with_api_bases
+
+    api_bases = given_api_bases({role: getattr(args, f"{role}_base") for role in ROLES})
+    loaded = load_scenario(find_scenario(args.scenario))
+    scenario = with_api_bases(loaded.scenario, api_bases)
+    seats = all_seats(scenario)
+    for label, _seat, settings in seats:  # a local model given an api_base: one line, before any output
+        check_served_elsewhere(settings, settings.model, label)
+    print(f"{scenario.name} ({loaded.path}): where each seat's model is called")
+    for label, seat, settings in seats:
+        in_process = isinstance(seat, StudentSeat) and seat.fine_tunable
+        model = settings.model
+        print(f"{label}: {model}")
+        print(f"    called at  {where_called(model, settings, in_process=in_process)}")
+        print(f"    limits     {limits(model, settings, in_process=in_process)}")
+        print(f"    key        {key_source(model, settings)}")
+    return 0
+
+
+def _add_base_options(parser: argparse.ArgumentParser, roles: Sequence[str]) -> None:
+    """--ROLE-base URL for each role: its OpenAI-compatible server, over the scenario's api_base."""
+    for role in roles:
+        parser.add_argument(
+            f"--{role}-base",
+            metavar="URL",
+            help=f"the {role}'s OpenAI-compatible server, http://host:port/v1 (overrides api_base; "
+            "the key only from the variable api_key_env names)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,10 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--turns", type=_positive_int, help="dialogue turns (overrides the scenario)")
     run.add_argument("--out", type=Path, help="the run's folder (default transcripts/runs/<run-id>/)")
     run.add_argument("--plain", action="store_true", help="line-oriented output for pipes and CI")
-    for role in ("teacher", "student", "judge"):
+    for role in ROLES:
         run.add_argument(
             f"--{role}", metavar="MODEL", help=f"the {role}'s model string (overrides the scenario)"
         )
+    _add_base_options(run, ROLES)
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     run.add_argument("--seed", type=int, help="random seed (overrides the scenario)")
     run.add_argument(
@@ -211,7 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("files", nargs="+", help="scenario YAML files or bundled names")
     val.set_defaults(func=cmd_validate)
 
-    mod = sub.add_parser("models", help="list the local models and where their files are")
+    mod = sub.add_parser(
+        "models",
+        help="list the local models and where their files are; with a scenario, where each seat is called",
+    )
+    mod.add_argument(
+        "scenario",
+        nargs="?",
+        help="a scenario: print each seat's model, where it is called, its timeout and retries, and the "
+        "variable its key comes from (never the key)",
+    )
+    _add_base_options(mod, ROLES)
     mod.set_defaults(func=cmd_models)
 
     from teachback.agents import judge_eval

@@ -25,18 +25,26 @@ from collections.abc import Iterable
 SECRET_SUFFIXES = ("_API_KEY", "_KEY", "_TOKEN", "_SECRET")
 MIN_SECRET_LENGTH = 8  # shorter values ("1", "true") are too common to hide without mangling text
 MASK = "***"
+_REMEMBERED: set[str] = set()  # keys read from variables a scenario names (api_key_env), whatever their names
 _BEARER = re.compile(r"\b(Bearer\s+)[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE)
 
 
 def known_secrets(extra: Iterable[str | None] = ()) -> list[str]:
-    """The secret values to hide: `extra` (an explicitly given key) and those of the environment's
-    *_API_KEY, *_KEY, *_TOKEN and *_SECRET variables, at least MIN_SECRET_LENGTH characters; longest first,
-    so a key that contains another is hidden whole."""
-    found = {value for value in extra if value and len(value) >= MIN_SECRET_LENGTH}
+    """The secret values to hide: `extra` (an explicitly given key), those `remember_secret` was given, and
+    those of the environment's *_API_KEY, *_KEY, *_TOKEN and *_SECRET variables, at least MIN_SECRET_LENGTH
+    characters; longest first, so a key that contains another is hidden whole."""
+    found = {value for value in (*extra, *_REMEMBERED) if value and len(value) >= MIN_SECRET_LENGTH}
     for name, value in os.environ.items():
         if name.upper().endswith(SECRET_SUFFIXES) and len(value.strip()) >= MIN_SECRET_LENGTH:
             found.add(value.strip())
     return sorted(found, key=len, reverse=True)
+
+
+def remember_secret(value: str) -> None:
+    """Mask `value` from now on, in this process: a key read from a variable whose name does not end like
+    a secret's (a scenario's `api_key_env: TEAM_CREDENTIAL`)."""
+    if value.strip():
+        _REMEMBERED.add(value.strip())
 
 
 def mask_secrets(text: str, extra: Iterable[str | None] = ()) -> str:

@@ -2,6 +2,7 @@
 
     list_adapters()                          ->  [AdapterInfo, ...], oldest first
     latest_adapter(Path("smollm2.gguf"))     ->  the newest adapter trained on that very base file, or None
+    find_adapter("vellmar-test")             ->  the registry's adapter of that file name (or stem, prefix)
 
 The registry is a folder (`.teachback/adapters/` by default); each adapter is a GGUF file whose
 `teachback.*` keys say what it was trained from: the base model and its sha256, rank, alpha, target
@@ -110,3 +111,31 @@ def latest_adapter(
     base_sha = sha256_file(Path(base_model))
     matching = [a for a in candidates if a.base_sha256 == base_sha]
     return matching[-1].path.resolve() if matching else None
+
+
+def find_adapter(ident: str, directory: Path | None = None) -> AdapterInfo:
+    """The adapter `ident` names: a file path, `latest` (the registry's newest), or a registry file by its
+    name, its stem or the start of either (one match only). A one-line TeachbackError otherwise."""
+    from teachback.errors import TeachbackError
+
+    directory = Path(directory or ADAPTERS_DIR)
+    path = Path(ident).expanduser()
+    if path.is_file():
+        try:
+            return AdapterInfo.read(path)
+        except Exception as exc:  # noqa: BLE001 - gguf raises struct, value and key errors for a non-adapter
+            raise TeachbackError(
+                f"{path}: not a readable adapter ({' '.join(str(exc).split())[:120]})"
+            ) from None
+    adapters = list_adapters(directory)
+    if ident == "latest" and adapters:
+        return adapters[-1]
+    exact = [a for a in adapters if ident in (a.path.name, a.path.stem)]
+    found = exact or [a for a in adapters if a.path.name.startswith(ident)]
+    if len(found) == 1:
+        return found[0]
+    names = ", ".join(a.path.name for a in (found or adapters)) or "none yet"
+    said = f"{len(found)} adapters match" if found else "no adapter matches"
+    raise TeachbackError(
+        f"adapters --show {ident}: {said} in {directory}/ ({names}); `teachback adapters` lists them"
+    )

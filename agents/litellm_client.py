@@ -6,7 +6,8 @@
 Failures that outlast the client's retries become one-line `ModelCallError`s naming role, model, server,
 the retries really made and the cause; a reply that is not one (a 200 with a body that is not JSON, no
 `choices`) is a failure too, never an empty answer. The API key is passed to litellm on each call and never
-appears in repr, messages or logs; neither does any other key of the environment (`mask_secrets`).
+appears in repr, messages or logs; neither does any other key of the environment (`mask_secrets`), not even
+in a reply that echoes one (masked as it streams, `StreamMask`).
 
 Retries are the client's own, not litellm's: litellm is called with `num_retries=0` (which also sets the
 OpenAI SDK's `max_retries` to 0: litellm would otherwise retry inside the SDK *and* again around it, five
@@ -49,7 +50,7 @@ from teachback.agents._chat_client_base import (
     to_openai_messages,
 )
 from teachback.agents.endpoints import DEFAULT_RETRIES, DEFAULT_TIMEOUT
-from teachback.errors import ModelCallError, mask_secrets
+from teachback.errors import ModelCallError, StreamMask, mask_secrets
 
 _litellm: ModuleType | None = None
 log = logging.getLogger(__name__)
@@ -288,7 +289,7 @@ class LiteLLMChatClient(ChatClientBase):
             except Exception as exc:
                 if not await self._before_retry(exc, attempt, waits):
                     raise self._call_error(exc, attempt, waits) from None
-        content = choice.message.content or ""
+        content = mask_secrets(choice.message.content or "", [self._api_key])  # a server may echo the key
         usage = _usage(getattr(response, "usage", None))
         if usage is None:
             usage = RequestUsage(
@@ -319,6 +320,7 @@ class LiteLLMChatClient(ChatClientBase):
         litellm = await import_litellm_async()
         args = self._call_args(messages, json_output, extra_create_args, stream=True)
         parts: list[str] = []
+        mask = StreamMask([self._api_key])  # a server may echo the key, split over chunks
         n_chunks = 0
         raw_finish: str | None = None
         usage: RequestUsage | None = None
@@ -346,7 +348,9 @@ class LiteLLMChatClient(ChatClientBase):
                     if text:
                         parts.append(text)
                         n_chunks += 1
-                        yield text
+                        shown = mask.feed(text)
+                        if shown:
+                            yield shown
                 # litellm makes up a closing chunk for a stream that held nothing (a body that is not
                 # server-sent events, an error page): only a chunk from the server carries its id
                 if not any_choice or (not parts and getattr(stream, "received_model_id", "") is None):
@@ -360,7 +364,10 @@ class LiteLLMChatClient(ChatClientBase):
                 await _close_quietly(stream)  # a stream given up on: free its connection
                 if parts or not await self._before_retry(exc, attempt, waits):
                     raise self._call_error(exc, attempt, waits) from None
-        content = "".join(parts)
+        tail = mask.flush()
+        if tail:
+            yield tail
+        content = mask_secrets("".join(parts), [self._api_key])
         if usage is None:  # the server sent no usage: count chunks, estimate the prompt
             usage = RequestUsage(prompt_tokens=self.count_tokens(messages), completion_tokens=n_chunks)
         self._record_usage(usage)

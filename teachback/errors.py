@@ -64,6 +64,40 @@ def mask_secrets(text: str, extra: Iterable[str | None] = ()) -> str:
     return _BEARER.sub(lambda m: m.group(1) + MASK, text)
 
 
+class StreamMask:
+    """`mask_secrets` for text that arrives in pieces (a streamed reply): what could be the start of a
+    secret is held back until the next piece says whether it is one.
+
+    >>> mask = StreamMask(["sk-example-1234567890"])
+    >>> [mask.feed("your key is sk-exa"), mask.feed("mple-1234567890, ok"), mask.flush()]
+    ['your key is ', '***, ok', '']
+    """
+
+    def __init__(self, extra: Iterable[str | None] = ()):
+        self._secrets = known_secrets(extra)
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        """The masked text that can be shown now."""
+        text = mask_secrets(self._held + piece, self._secrets)
+        hold = max((_overlap(text, s) for s in self._secrets), default=0)
+        self._held = text[len(text) - hold :] if hold else ""
+        return text[: len(text) - hold]
+
+    def flush(self) -> str:
+        """What is still held back, masked: the end of the stream."""
+        text, self._held = self._held, ""
+        return mask_secrets(text, self._secrets)
+
+
+def _overlap(text: str, secret: str) -> int:
+    """The length of the longest end of `text` that begins `secret` (and is not all of it)."""
+    for k in range(min(len(secret) - 1, len(text)), 0, -1):
+        if text.endswith(secret[:k]):
+            return k
+    return 0
+
+
 class TeachbackError(Exception):
     """Base of every error the user can fix; the CLI turns it into exit code 2 and no traceback."""
 

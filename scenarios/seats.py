@@ -111,7 +111,7 @@ def with_api_bases(scenario: Any, bases: dict[str, str]) -> Any:
         if not url:
             continue
         group = getattr(scenario, several) if several else None
-        if group is not None:
+        if several and group is not None:
             update[several] = [seat.model_copy(update={"api_base": url}) for seat in group]
         else:
             update[role] = getattr(scenario, role).model_copy(update={"api_base": url})

@@ -244,6 +244,36 @@ def test_the_key_goes_to_the_server_and_nowhere_else(
     assert KEY not in console.export_text()
 
 
+def test_a_base_override_points_the_role_elsewhere_and_is_recorded(
+    scenario_file, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from teachback.agents.scripted import ScriptedChatClient
+    from teachback.scenarios.rounds import recorded_endpoint
+    from teachback.scenarios.run import RunRequest, read_run, run_scenario
+
+    monkeypatch.setenv(KEY_VAR, KEY)
+    server = RecordingServer()
+    try:
+        teacher = {"model": "openai/served", "api_base": "http://127.0.0.1:9/v1", "api_key_env": KEY_VAR}
+        request = RunRequest(
+            scenario=str(scenario_file(turns=1, teacher=teacher)),
+            out=tmp_path / "run",
+            plain=True,
+            no_memory=True,
+            api_bases={"teacher": server.api_base},  # --teacher-base
+        )
+        student = ScriptedChatClient(["What is the capital of Vellmar?", "I learned: Korrin."] * 4)
+        run_scenario(request, Console(record=True), clients={"student": student, "judge": judge(9)})
+    finally:
+        server.close()
+    assert server.authorizations  # the override, not the scenario's dead port, was called
+    header, finished = read_run(tmp_path / "run")
+    assert finished is not None and finished.status == "completed"
+    assert header.options["api_bases"] == {"teacher": server.api_base}  # a resume keeps it
+    assert recorded_endpoint(header, "teacher") == {"api_base": server.api_base, "api_key_env": KEY_VAR}
+    assert recorded_endpoint(header, "judge") == {}
+
+
 # ---- the command line ----------------------------------------------------------------------------------
 
 

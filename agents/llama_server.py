@@ -5,7 +5,8 @@
         teacher = server.chat_client(role="teacher", max_tokens=256)
 
 Each server is `python -m llama_cpp.server` on a free loopback port, in its own process group, logging
-to a file. `stop()` ends the whole group; an atexit hook stops every server this process started.
+to a file. `stop()` ends the whole group; an atexit hook stops every server this process started, and
+Linux ends a server whose parent died without one (SIGKILL, a crash: `teachback.processes`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import IO, Any
 from teachback.agents.llama_local import default_threads
 from teachback.agents.models import chat_format
 from teachback.errors import ModelError
+from teachback.processes import die_with_parent
 
 HEALTH_TIMEOUT_S = 60.0
 _live: set[LlamaServer] = set()  # started and not yet stopped; the atexit hook stops them
@@ -148,7 +150,7 @@ class LlamaServer:
             stderr=subprocess.STDOUT,
             env=server_env(),
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent(),  # no server outlives a SIGKILLed run
         )
         _live.add(self)
 
@@ -306,19 +308,6 @@ class ServerPool:
         self._servers.clear()
         if self._own_log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
-
-
-def _die_with_parent() -> None:
-    """In the server's process, before exec: ask Linux to SIGTERM it when its parent dies.
-
-    atexit covers normal exits and Ctrl-C; this covers the rest (SIGKILL, a crash, a closed terminal).
-    Linux delivers it when the thread that started the server ends, so start servers from the main thread.
-    """
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 def server_env() -> dict[str, str]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import os
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from teachback.transcripts.events import RunStarted, TurnAccepted
 
 DEFAULT_DIR = Path(".teachback") / "memory"
+MEMORY_TOKEN_ENV = "TEACHBACK_MEMORY_TOKEN"  # a memory server's token: from the environment only, never argv
 DEFAULT_DUPLICATE_THRESHOLD = 0.95
 RECORD_VERSION = 1
 COLLECTION_MARK = "teachback_namespace"  # collection metadata: the namespace as the user wrote it
@@ -248,10 +250,14 @@ class MemoryStore:
         embedder: str | None = None,
         duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
         create: bool = True,
+        token: str | None = None,
     ) -> MemoryStore:
         """Open the memory in folder `path` (default .teachback/memory here) or on the server at `url`.
 
         With `create=False` a folder that does not exist is an error instead of a new, empty memory.
+
+        A server that wants a token (a batch's, memory/server.py) gets `token`, default the environment's
+        $TEACHBACK_MEMORY_TOKEN, as `Authorization: Bearer`; one that wants none ignores it.
 
         `embedder` (see memory/embeddings.py; default minilm) is used for namespaces created from now on;
         an existing namespace always uses the embedder it was made with, and naming a different one is an
@@ -270,10 +276,22 @@ class MemoryStore:
             make_embedder(embedder)  # an unknown or missing embedder fails here, before anything is created
         settings = Settings(anonymized_telemetry=False)
         if url:
+            from chromadb.errors import ChromaAuthError
+
             host, port, ssl = _parse_url(url)
+            token = (os.environ.get(MEMORY_TOKEN_ENV, "") if token is None else token).strip()
+            headers = {"Authorization": f"Bearer {token}"} if token else None
             try:
-                client = chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=settings)
+                client = chromadb.HttpClient(
+                    host=host, port=port, ssl=ssl, headers=headers, settings=settings
+                )
                 client.heartbeat()
+            except ChromaAuthError:
+                said = f"refused the token in ${MEMORY_TOKEN_ENV}" if token else "wants a token"
+                raise MemoryStoreError(
+                    f"the chroma server at {url} {said}: set {MEMORY_TOKEN_ENV} to the server's token "
+                    "(a batch passes its own to its runs)"
+                ) from None
             except Exception as exc:
                 raise MemoryStoreError(
                     f"cannot reach the chroma server at {url}: {_first_line(exc)}; start one with "

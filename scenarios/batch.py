@@ -11,6 +11,10 @@ its run. An attempt that fails (non-zero exit) is tried again up to `retries` ti
 its own run folder once that holds a transcript. A batch stopped or killed part-way is finished by
 `teachback batch --resume DIR`, which runs only the jobs not `done`.
 
+A run never outlives its batch: Linux sends it SIGTERM when the batch dies, even by SIGKILL, and it stops
+as on Ctrl-C. `batch.json` names the batch process that owns it (`owner`); a job still `running` whose
+owner is gone is read back as `interrupted`, and a batch whose owner still runs cannot be resumed twice.
+
 Executors run attempts: `LocalExecutor` (subprocesses here) and `RayExecutor` (scenarios/batch_ray.py,
 Ray tasks that ship run folders as bytes). Both build the same command line with `run_args`.
 """
@@ -28,16 +32,17 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from teachback.errors import BatchError
+from teachback.processes import die_with_parent, running, this_process
 
 PLAN = "batch.json"
 PLAN_VERSION = 1
 RUNS = "runs"
 TRANSCRIPT = "transcript.jsonl"
 TEACHBACK = [sys.executable, "-m", "teachback.cli"]
-STATUSES = ("pending", "running", "done", "failed")
+STATUSES = ("pending", "running", "interrupted", "done", "failed")
 
 
 @dataclass
@@ -82,6 +87,8 @@ class Attempt:
     options: BatchOptions
     number: int
     resume: bool  # continue the transcript already in the run folder
+    # the memory server's token, for the run's environment (never its command line, never batch.json)
+    memory_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -113,11 +120,35 @@ class Executor(Protocol):
 class Batch:
     """A batch folder: the options, the jobs and their state, saved in `batch.json`."""
 
-    def __init__(self, folder: Path, options: BatchOptions, jobs: list[Job], created_at: str = ""):
+    def __init__(
+        self,
+        folder: Path,
+        options: BatchOptions,
+        jobs: list[Job],
+        created_at: str = "",
+        owner: dict[str, Any] | None = None,
+    ):
         self.dir = folder
         self.options = options
         self.jobs = jobs
         self.created_at = created_at or time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.owner = owner  # the process that last ran the batch (processes.this_process), None before
+
+    def owned_elsewhere(self) -> int | None:
+        """The pid of another process that still runs this batch, or None."""
+        if self.owner and running(self.owner) and self.owner != this_process():
+            return int(self.owner["pid"])
+        return None
+
+    def mark_interrupted(self) -> list[Job]:
+        """Jobs left `running` by a batch process that is gone (killed, crashed) become `interrupted`."""
+        if running(self.owner):
+            return []
+        left = [job for job in self.jobs if job.status == "running"]
+        for job in left:
+            job.status = "interrupted"
+            job.errors.append(f"attempt {job.attempts}: interrupted: its batch stopped without finishing it")
+        return left
 
     @classmethod
     def create(cls, folder: Path, jobs: list[Job], options: BatchOptions) -> Batch:
@@ -153,13 +184,20 @@ class Batch:
             ) from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise BatchError(f"{path}: not a readable batch plan ({exc})") from None
-        return cls(folder, options, jobs, data.get("created_at", ""))
+        owner = data.get("owner") if isinstance(data.get("owner"), dict) else None
+        batch = cls(folder, options, jobs, data.get("created_at", ""), owner)
+        batch.mark_interrupted()
+        return batch
 
     def save(self) -> None:
-        """Write batch.json atomically: a reader sees the old plan or the new one, never half of one."""
+        """Write batch.json atomically: a reader sees the old plan or the new one, never half of one.
+
+        The process that saves it becomes its owner."""
+        self.owner = this_process()
         data = {
             "v": PLAN_VERSION,
             "created_at": self.created_at,
+            "owner": self.owner,
             "options": asdict(self.options),
             "jobs": [asdict(job) for job in self.jobs],
         }
@@ -214,8 +252,14 @@ def run_args(attempt: Attempt, run_dir: Path) -> list[str]:
 
 
 def start_attempt(attempt: Attempt, run_dir: Path, command: list[str]) -> subprocess.Popen[bytes]:
-    """Start an attempt as a subprocess in its own session (the batch forwards Ctrl-C once, itself)."""
+    """Start an attempt as a subprocess in its own session (the batch forwards Ctrl-C once, itself).
+
+    It gets the memory token in its environment, and SIGTERM (a clean stop, as Ctrl-C) when this
+    process dies."""
+    from teachback.memory.store import MEMORY_TOKEN_ENV
+
     run_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, MEMORY_TOKEN_ENV: attempt.memory_token} if attempt.memory_token else None
     with open(run_dir / f"attempt-{attempt.number}.log", "wb") as log:
         return subprocess.Popen(
             [*command, *run_args(attempt, run_dir)],
@@ -223,6 +267,8 @@ def start_attempt(attempt: Attempt, run_dir: Path, command: list[str]) -> subpro
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
+            preexec_fn=die_with_parent(),
         )
 
 
@@ -320,10 +366,12 @@ def run_batch(
     executor: Executor,
     report: Callable[[str], None] = print,
     run_options: BatchOptions | None = None,
+    memory_token: str | None = None,
 ) -> Batch:
     """Run every job not `done`, `executor.concurrency` at a time, retrying failures; saves as it goes.
 
-    `run_options` are what the runs get when they differ from the saved plan's (a memory served for now).
+    `run_options` are what the runs get when they differ from the saved plan's (a memory served for now);
+    `memory_token` goes into each run's environment.
 
     Ctrl-C interrupts the running attempts cleanly, puts their jobs back to `pending` and re-raises:
     `batch.json` is left ready for `--resume`.
@@ -366,7 +414,8 @@ def run_batch(
                 job.status = "running"
                 run_dir = batch.run_dir(job)
                 resume = (run_dir / TRANSCRIPT).is_file()
-                attempt = Attempt(job.name, job.scenario, run_options or batch.options, job.attempts, resume)
+                options = run_options or batch.options
+                attempt = Attempt(job.name, job.scenario, options, job.attempts, resume, memory_token)
                 batch.save()
                 executor.start(attempt, run_dir)
                 in_flight.add(job.name)

@@ -43,7 +43,11 @@ def register(subparsers: Any) -> None:
     for role in ("teacher", "student", "judge"):
         p.add_argument(f"--{role}", metavar="MODEL", help=f"the {role}'s model string for every run")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--memory-url", metavar="URL", help="a shared chroma server, http://host:port")
+    where.add_argument(
+        "--memory-url",
+        metavar="URL",
+        help="a shared chroma server, http://host:port (its token, if any, in $TEACHBACK_MEMORY_TOKEN)",
+    )
     where.add_argument("--memory-dir", type=Path, metavar="DIR", help="a local memory folder")
     where.add_argument("--no-memory", action="store_true", help="do not store accepted turns")
     p.add_argument("--out", type=Path, help="the batch folder (default transcripts/batches/<time>/)")
@@ -62,7 +66,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
             raise BatchError(
                 "--resume BATCH_DIR finishes the batch it names: give no scenarios or --out with it"
             )
-        batch = Batch.load(args.resume)
+        batch = Batch.load(args.resume)  # jobs a killed batch left `running` come back `interrupted`
+        owner = batch.owned_elsewhere()
+        if owner is not None:
+            raise BatchError(
+                f"{args.resume} is being run by process {owner}: let it finish, or stop it first"
+            )
         options = _override(batch.options, args)
         scenarios = [job.scenario for job in batch.jobs if job.status != "done"]
     else:
@@ -88,12 +97,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
             batch.save()
         console = Console(highlight=False, soft_wrap=False)
         try:
-            with _memory_for_runs(options, batch.dir) as run_options:
+            with _memory_for_runs(options, batch.dir) as (run_options, token):
                 run_batch(
                     batch,
                     executor,
                     report=lambda line: console.print(line, markup=False),
                     run_options=run_options,
+                    memory_token=token,
                 )
         except KeyboardInterrupt:
             render(batch, console)
@@ -185,20 +195,25 @@ def _make_executor(options: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _memory_for_runs(options: Any, batch_dir: Path) -> Iterator[Any]:
-    """The options the runs get: a local memory folder is served by `chroma run` while runs overlap.
+def _memory_for_runs(options: Any, batch_dir: Path) -> Iterator[tuple[Any, str | None]]:
+    """The options the runs get, and the memory token for their environment: a local memory folder is
+    served on loopback, behind a fresh token, while runs overlap (batch_memory.py).
 
-    So is a lone Ray run's: a Ray worker does not start in this folder.
+    So is a lone Ray run's: a Ray worker does not start in this folder. A server of your own
+    (`--memory-url`) gets the token in this environment's $TEACHBACK_MEMORY_TOKEN, if any.
     """
-    from teachback.memory.store import DEFAULT_DIR
+    import os
+
+    from teachback.memory.store import DEFAULT_DIR, MEMORY_TOKEN_ENV
     from teachback.scenarios.batch_memory import ChromaServer
 
     if options.no_memory or options.memory_url or (options.executor == "local" and options.concurrency < 2):
-        yield None
+        own_server = options.memory_url and not options.no_memory
+        yield None, os.environ.get(MEMORY_TOKEN_ENV) if own_server else None
         return
     folder = Path(options.memory_dir) if options.memory_dir else Path.cwd() / DEFAULT_DIR
     with ChromaServer(folder, log=batch_dir / "chroma.log") as server:
-        yield dataclasses.replace(options, memory_url=server.url, memory_dir=None)
+        yield dataclasses.replace(options, memory_url=server.url, memory_dir=None), server.token
 
 
 def _at_least(low: int) -> Any:

@@ -1,15 +1,22 @@
-"""A memory folder served to many runs at once: `chroma run` on loopback for as long as a batch runs.
+"""A memory folder served to many runs at once, on loopback, for as long as a batch runs.
 
     with ChromaServer(Path(".teachback/memory"), log=batch_dir / "chroma.log") as server:
         server.url                                   # http://127.0.0.1:<free port>
+        server.token                                 # what every request must carry; runs get it in
+                                                     # $TEACHBACK_MEMORY_TOKEN, never on a command line
 
 A chromadb folder belongs to one process at a time, so concurrent runs that share a local memory reach it
-through one server instead (about 1.5 s to start). A shared server of your own (`--memory-url`) needs
-none of this; a Ray cluster's workers need one they can reach.
+through one server instead. The server is chromadb's, with chromadb's token authentication
+(memory/server.py says why not `chroma run`): it listens on loopback only and refuses any request without
+the token, a fresh `secrets.token_urlsafe` per batch. It ends with the batch, a SIGKILLed batch too. A
+shared server of your own (`--memory-url`) needs none of this; a Ray cluster's workers need one they can
+reach.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -19,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from teachback.errors import MemoryStoreError
+from teachback.processes import die_with_parent
 
 HEARTBEAT = "/api/v2/heartbeat"
 
@@ -29,9 +37,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def chroma_command() -> list[str]:
-    """The `chroma` CLI that comes with chromadb, run by this interpreter."""
-    return [sys.executable, "-c", "from chromadb.cli.cli import app; app()"]
+def server_command(folder: Path, host: str, port: int) -> list[str]:
+    """The memory server (memory/server.py) run by this interpreter; the token goes in its environment."""
+    server = [sys.executable, "-m", "teachback.memory.server"]
+    return [*server, "--path", str(folder), "--host", host, "--port", str(port)]
 
 
 def wait_for_heartbeat(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60.0) -> None:
@@ -44,29 +53,40 @@ def wait_for_heartbeat(url: str, proc: subprocess.Popen[bytes] | None = None, ti
         except OSError:
             pass
         if proc is not None and proc.poll() is not None:
-            raise MemoryStoreError(f"the chroma server for the batch exited with code {proc.returncode}")
+            raise MemoryStoreError(f"the memory server for the batch exited with code {proc.returncode}")
         if time.monotonic() > deadline:
-            raise MemoryStoreError(f"the chroma server at {url} did not answer within {timeout:.0f} s")
+            raise MemoryStoreError(f"the memory server at {url} did not answer within {timeout:.0f} s")
         time.sleep(0.1)
 
 
 class ChromaServer:
-    """`chroma run --path FOLDER` on a free loopback port, stopped on exit (also on Ctrl-C)."""
+    """The memory server on a free loopback port with a fresh token, stopped on exit (also on Ctrl-C)."""
 
     def __init__(self, folder: Path, log: Path, host: str = "127.0.0.1", port: int | None = None):
         self.folder = folder.expanduser().resolve()
         self.host = host
         self.port = port or free_port(host)
         self.url = f"http://{host}:{self.port}"
+        self.token = secrets.token_urlsafe(32)
         self._log = log
         self._proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def __enter__(self) -> ChromaServer:
+        from teachback.memory.store import MEMORY_TOKEN_ENV
+
         self.folder.mkdir(parents=True, exist_ok=True)
-        args = ["run", "--path", str(self.folder), "--host", self.host, "--port", str(self.port)]
         with open(self._log, "ab") as log:
             self._proc = subprocess.Popen(
-                [*chroma_command(), *args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                server_command(self.folder, self.host, self.port),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, MEMORY_TOKEN_ENV: self.token},
+                preexec_fn=die_with_parent(),
             )
         try:
             wait_for_heartbeat(self.url, self._proc)

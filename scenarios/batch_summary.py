@@ -99,7 +99,13 @@ def render(batch: Batch, console: Console) -> None:
     for column in ("run", "status", "tries", "turns", "accepted", "rate", "quiz", "seconds"):
         justify = "left" if column in ("run", "status", "quiz") else "right"
         table.add_column(column, justify=justify, no_wrap=True)
-    style = {"done": "green", "failed": "red", "pending": "yellow", "running": "yellow"}
+    style = {
+        "done": "green",
+        "failed": "red",
+        "pending": "yellow",
+        "running": "yellow",
+        "interrupted": "yellow",
+    }
     shown = rows(batch)
     for row in shown:
         table.add_row(

@@ -8,6 +8,7 @@ real transcript and behaves by the scenario's name (`flaky` fails once, `broken`
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -332,9 +333,10 @@ def test_real_ray_batch_shares_one_chroma_server(tmp_path: Path) -> None:
             text=True,
             timeout=600,
             cwd=tmp_path,
+            env={**os.environ, "TEACHBACK_MEMORY_TOKEN": server.token},
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        store = MemoryStore.open(url=server.url)
+        store = MemoryStore.open(url=server.url, token=server.token)
         total = 0
         for name, namespace in (("invented-domain", "invented-domain"), ("vellmar-copy", "vellmar-copy")):
             last, events = finished(out / "runs" / name)

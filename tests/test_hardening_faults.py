@@ -11,10 +11,8 @@ import asyncio
 import doctest
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,91 +21,25 @@ from autogen_core.models import CreateResult, UserMessage
 
 from teachback.agents.litellm_client import LiteLLMChatClient, short_cause
 from teachback.errors import ModelCallError, TeachbackError, mask_secrets
+from tests.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is using the `ReadOnly` qualifier:UserWarning")
 
 MESSAGES = [UserMessage(content="What is the capital of Vellmar?", source="student")]
 PLANTED = "sk-planted-env-key-0123456789abcdef"  # an environment key the server echoes back
 GIVEN = "sk-given-key-abcdefghijklmnop"  # a key passed to the client
-REPLY = {
-    "id": "chatcmpl-1",
-    "object": "chat.completion",
-    "created": 1,
-    "model": "x",
-    "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "Korrin."}, "finish_reason": "stop"}
-    ],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
-}
-
-
-class FaultyServer:
-    """An OpenAI-style /v1/chat/completions that answers each request as `mode` says; counts requests."""
-
-    def __init__(self) -> None:
-        self.mode = "ok"
-        self.hits = 0
-        self.retry_after = "1"
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", 0)))
-                server.hits += 1
-                server.answer(self)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.api_base = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def answer(self, h: BaseHTTPRequestHandler) -> None:
-        headers: dict[str, str] = {}
-        if self.mode == "hang":
-            time.sleep(10)
-            return
-        if self.mode == "ok":
-            status, body = 200, json.dumps(REPLY)
-        elif self.mode == "not-json":
-            status, body = 200, "<html>502 upstream went away</html>"
-        elif self.mode == "no-choices":
-            status, body = 200, json.dumps({**REPLY, "choices": []})
-        elif self.mode == "500":
-            status, body = 500, json.dumps({"error": {"message": "the GPU fell over"}})
-        elif self.mode == "429":
-            status, body = 429, json.dumps({"error": {"message": "slow down"}})
-            headers["Retry-After"] = self.retry_after
-        elif self.mode == "401":  # a careless provider echoes what it was sent
-            echoed = f"{PLANTED} {h.headers.get('authorization', '')}"
-            status, body = 401, json.dumps({"error": {"message": f"Incorrect API key provided: {echoed}"}})
-        else:
-            raise AssertionError(self.mode)
-        data = body.encode()
-        h.send_response(status)
-        h.send_header("content-type", "application/json")
-        h.send_header("content-length", str(len(data)))
-        for name, value in headers.items():
-            h.send_header(name, value)
-        h.end_headers()
-        h.wfile.write(data)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[FaultyServer]:
-    s = FaultyServer()
+def server() -> Iterator[FakeOpenAI]:
+    s = FakeOpenAI()
+    s.echo = PLANTED
     yield s
     s.close()
 
 
 @pytest.fixture
-def faulty(server: FaultyServer, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def faulty(server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """Set the server's mode; returns a client factory for it. A key is planted in the environment."""
     monkeypatch.setenv("TEACHBACK_TEST_API_KEY", PLANTED)
 
@@ -138,7 +70,7 @@ def fails(client: LiteLLMChatClient, stream: bool = False) -> str:
     return message
 
 
-def test_the_faulty_server_answers_when_it_is_well(faulty, server: FaultyServer) -> None:
+def test_the_faulty_server_answers_when_it_is_well(faulty, server: FakeOpenAI) -> None:
     assert asyncio.run(faulty("ok").create(MESSAGES)).content == "Korrin."
 
 
@@ -167,20 +99,20 @@ def test_empty_choices_are_a_model_call_error_not_an_empty_answer(faulty, stream
 
 
 @pytest.mark.parametrize("retries", [0, 2])
-def test_the_message_counts_the_attempts_really_made(faulty, server: FaultyServer, retries: int) -> None:
+def test_the_message_counts_the_attempts_really_made(faulty, server: FakeOpenAI, retries: int) -> None:
     message = fails(faulty("500", num_retries=retries))
     assert server.hits == retries + 1  # not 5 for 2 retries (litellm's and the OpenAI SDK's, stacked)
     counted = "1 retry" if retries == 1 else f"{retries} retries"
     assert f"failed after {counted}: server error (the GPU fell over)" in message
 
 
-def test_a_bad_key_is_not_retried(faulty, server: FaultyServer) -> None:
+def test_a_bad_key_is_not_retried(faulty, server: FakeOpenAI) -> None:
     message = fails(faulty("401", num_retries=2))
     assert server.hits == 1 and "failed after 0 retries: authentication failed" in message
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_hang_is_cut_off_at_timeout_times_attempts(faulty, server: FaultyServer, stream: bool) -> None:
+def test_a_hang_is_cut_off_at_timeout_times_attempts(faulty, server: FakeOpenAI, stream: bool) -> None:
     client = faulty("hang", timeout=0.5, num_retries=1)
     started = time.monotonic()
     message = fails(client, stream)
@@ -189,7 +121,7 @@ def test_a_hang_is_cut_off_at_timeout_times_attempts(faulty, server: FaultyServe
     assert "failed after 1 retry: timed out after 0.5s" in message
 
 
-def test_retry_after_is_honoured_and_recorded(faulty, server: FaultyServer, caplog) -> None:
+def test_retry_after_is_honoured_and_recorded(faulty, server: FakeOpenAI, caplog) -> None:
     server.retry_after = "1"
     started = time.monotonic()
     with caplog.at_level(logging.INFO, logger="teachback.agents.litellm_client"):
@@ -202,7 +134,7 @@ def test_retry_after_is_honoured_and_recorded(faulty, server: FaultyServer, capl
     assert any("retrying in 1s as the server asked" in r.getMessage() for r in caplog.records)
 
 
-def test_a_retry_after_too_long_to_wait_fails_at_once(faulty, server: FaultyServer) -> None:
+def test_a_retry_after_too_long_to_wait_fails_at_once(faulty, server: FakeOpenAI) -> None:
     server.retry_after = "3600"
     started = time.monotonic()
     message = fails(faulty("429", num_retries=2))

@@ -4,7 +4,9 @@
 
 A run folder holds `transcript.jsonl` (the events) and the managed servers' logs. `resume` reads the
 transcript back, repairs a line cut off by a crash, and continues after the last complete turn: accepted
-turns are never asked again.
+turns are never asked again. A turn cut off before its verdict is played again; its first attempt is
+abandoned (transcripts/metrics.py leaves it out). A run that completed has nothing to resume
+(`finished_run`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from teachback.memory.store import MemoryStore
     from teachback.scenarios.director import Progress
     from teachback.scenarios.seats import Seat, StudentSeat
-    from teachback.transcripts.events import Event, RunStarted
+    from teachback.transcripts.events import Event, RunFinished, RunStarted
 
 TRANSCRIPT = "transcript.jsonl"
 DEFAULT_RUNS_DIR = Path("transcripts") / "runs"
@@ -84,6 +86,27 @@ def read_run(run_dir: Path) -> tuple[Any, Any]:
     assert isinstance(header, RunStarted)
     finished = next((e for e in reversed(events) if isinstance(e, RunFinished)), None)
     return header, finished
+
+
+def finished_run(run_dir: Path, turns: int | None = None) -> RunFinished | None:
+    """The run's RunFinished when it completed and `turns` (a new budget) asks for no more: nothing to
+    resume. None for a run to continue (or not a run folder: resuming says so)."""
+    from teachback.errors import TranscriptError
+    from teachback.transcripts.events import RunFinished
+    from teachback.transcripts.reader import read_transcript
+
+    try:
+        events = read_transcript(transcript_path(run_dir), allow_truncated_tail=True)
+    except TranscriptError:
+        return None
+    last = events[-1] if events else None
+    if (
+        isinstance(last, RunFinished)
+        and last.status == "completed"
+        and (turns is None or turns <= last.turns)
+    ):
+        return last
+    return None
 
 
 def new_run_id(scenario_name: str) -> str:
@@ -178,9 +201,22 @@ def _previous_run(run_dir: Path) -> tuple[RunStarted, list[Event]]:
         raise RunDirError(f"{run_dir}: no {TRANSCRIPT} here to resume; give the folder of an earlier run")
     repair_truncated_tail(path)
     events = read_transcript(path)
+    if not events:
+        raise RunDirError(
+            f"{run_dir}: the run was stopped before it wrote its first event; nothing to resume: start it "
+            f"again with `teachback run SCENARIO --out {run_dir}`"
+        )
     header = events[0]
     assert isinstance(header, RunStarted)
     return header, events
+
+
+def _cut_off_before_it_began(path: Path) -> bool:
+    """Whether a transcript holds no complete line: its run was killed while writing its header."""
+    try:
+        return b"\n" not in path.read_bytes()
+    except OSError:
+        return False
 
 
 def embedder() -> Any:
@@ -222,6 +258,7 @@ def run_scenario(
     from teachback.scenarios.loader import find_scenario, load_scenario
     from teachback.scenarios.seats import seat_record, with_api_bases
     from teachback.transcripts.events import Notice, RunStarted
+    from teachback.transcripts.metrics import abandoned_turns
     from teachback.transcripts.recorder import TranscriptRecorder
     from teachback.transcripts.render import make_renderer
 
@@ -285,7 +322,9 @@ def run_scenario(
         run_id = new_run_id(scenario.name)
         run_dir = request.out or DEFAULT_RUNS_DIR / run_id
         if transcript_path(run_dir).exists():
-            raise RunDirError(f"{run_dir} already holds a transcript: resume it with --resume {run_dir}")
+            if not _cut_off_before_it_began(transcript_path(run_dir)):
+                raise RunDirError(f"{run_dir} already holds a transcript: resume it with --resume {run_dir}")
+            transcript_path(run_dir).unlink()  # nothing in it to keep: start the run there again
         progress, t_offset = Progress(objectives=list(scenario.objectives)), 0.0
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -357,6 +396,17 @@ def run_scenario(
             emit(
                 Notice(
                     t=t_offset, level="warning", message="memory is off: retrieval students recall nothing"
+                )
+            )
+        cut = abandoned_turns([*events, start])  # with the turn the interruption cut off, if it did
+        if len(cut) > len(abandoned_turns(events)):
+            turn = getattr(events[cut[-1][0]], "turn", 0)
+            emit(
+                Notice(
+                    t=t_offset,
+                    level="info",
+                    turn=turn,
+                    message=f"turn {turn} was cut off before its verdict: it is played again",
                 )
             )
         if header is not None and header.scenario_sha256 != loaded.sha256:

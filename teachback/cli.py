@@ -48,10 +48,14 @@ def _console(plain: bool = False):  # type: ignore[no-untyped-def]
 
 def cmd_run(args: argparse.Namespace) -> int:
     from teachback.agents.endpoints import given_api_bases
-    from teachback.scenarios.run import RunRequest, run_scenario
+    from teachback.scenarios.run import RunRequest, finished_run, run_scenario
 
     if args.scenario is None and args.resume is None:
         raise TeachbackError("run: name a scenario (a YAML file or a bundled name), or give --resume RUN_DIR")
+    done = finished_run(args.resume, args.turns) if args.resume is not None and not args.rounds else None
+    if done is not None:  # nothing to do: no server started, no second header
+        print(f"{args.resume}: finished ({done.turns} turns, {done.accepted} accepted); nothing to resume")
+        return 0
     api_bases = given_api_bases({role: getattr(args, f"{role}_base") for role in ROLES})
     request = RunRequest(
         scenario=args.scenario,
@@ -233,7 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-quiz", action="store_true", help="skip the scenario's quiz")
     where = run.add_mutually_exclusive_group()
     where.add_argument("--memory-dir", type=Path, metavar="DIR", help="the vector memory's folder")
-    where.add_argument("--memory-url", metavar="URL", help="a shared chroma server, http://host:port")
+    where.add_argument(
+        "--memory-url",
+        metavar="URL",
+        help="a shared chroma server, http://host:port (its token, if any, in $TEACHBACK_MEMORY_TOKEN)",
+    )
     where.add_argument("--no-memory", action="store_true", help="do not store accepted turns")
     run.set_defaults(func=cmd_run)
 

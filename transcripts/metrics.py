@@ -8,6 +8,10 @@
 Pure functions: nothing here reads files. Prices come from `price`, a function `model -> (USD per prompt
 token, USD per completion token)` or None when unknown; the default asks litellm's local cost map, and
 only for models that are not local, so a local-only run never imports litellm.
+
+A turn cut off by a kill, a crash or Ctrl-C before its verdict is played again by `--resume` under the
+same number. Its first, abandoned attempt counts nowhere but in tokens and cost, which were spent
+(`without_abandoned`); old transcripts are read the same way, with no marker needed.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ from teachback.transcripts.events import (
     QUESTION,
     TEACHBACK,
     Event,
+    MemoryRecalled,
     MessageDone,
     Notice,
+    PanelDecision,
     RunFinished,
     RunStarted,
+    TokenDelta,
     TurnAccepted,
     TurnRejected,
     TurnStarted,
@@ -35,6 +42,7 @@ METRICS_VERSION = 1
 KINDS = (QUESTION, ANSWER, TEACHBACK)
 HISTOGRAM_BINS = 10  # judge scores in [0, 1], in tenths
 LOCAL_PREFIXES = ("local/", "local:")
+TURN_EVENTS = (TurnStarted, TokenDelta, MessageDone, Verdict, PanelDecision, MemoryRecalled)  # of one turn
 
 Price = Callable[[str], "tuple[float, float] | None"]
 
@@ -49,15 +57,18 @@ def run_metrics(
     """Every figure the report shows, as one JSON-serialisable dict (see the module docstring).
 
     `quiz` holds the quiz rounds in order (before, ..., after), each a quiz JSON document with a `label`.
+    Turns a resume played again count once (`without_abandoned`); tokens and cost count every message.
     """
-    scores = judge_scores(events)
     usage = usage_by_speaker(events, price or litellm_price)
+    abandoned = len(abandoned_turns(events))
+    events = without_abandoned(events)
+    scores = judge_scores(events)
     quiz_part = quiz_comparison(quiz) if quiz else None
     finetune_part = finetune_curves(finetune) if finetune is not None else None
     return {
         "version": METRICS_VERSION,
         "run": run_info(events),
-        "totals": totals(events, scores, usage, quiz_part, finetune_part),
+        "totals": {**totals(events, scores, usage, quiz_part, finetune_part), "abandoned_turns": abandoned},
         "turns": turn_outcomes(events),
         "scores": scores,
         "score_histogram": score_histogram(scores),
@@ -77,6 +88,38 @@ def run_metrics(
 
 
 # --- the run --------------------------------------------------------------------------------------------
+
+
+def abandoned_turns(events: Sequence[Event]) -> list[list[int]]:
+    """The positions of each abandoned turn attempt's events: a turn started and not yet accepted or
+    rejected when a resumed run's header (a later `run_started`) came, so the resume played it again.
+
+    [Started(1), Accepted(1), Started(2), Verdict(2), RunStarted, Started(2), Accepted(2)] -> [[2, 3]]
+
+    A turn still open at the end of the events is not abandoned: it is being played, or the run ended
+    there and was not resumed.
+    """
+    out: list[list[int]] = []
+    open_turn: int | None = None
+    positions: list[int] = []
+    for i, e in enumerate(events):
+        if isinstance(e, RunStarted):
+            if open_turn is not None:
+                out.append(positions)
+            open_turn, positions = None, []
+        elif isinstance(e, TurnStarted):
+            open_turn, positions = e.turn, [i]
+        elif isinstance(e, (TurnAccepted, TurnRejected)) and e.turn == open_turn:
+            open_turn, positions = None, []
+        elif isinstance(e, TURN_EVENTS) and open_turn is not None and e.turn == open_turn:
+            positions.append(i)
+    return out
+
+
+def without_abandoned(events: Sequence[Event]) -> list[Event]:
+    """The events without those of abandoned turn attempts (see `abandoned_turns`); notices stay."""
+    dropped = {i for positions in abandoned_turns(events) for i in positions}
+    return [e for i, e in enumerate(events) if i not in dropped]
 
 
 def run_info(events: Sequence[Event]) -> dict[str, Any]:

@@ -185,7 +185,7 @@ def test_a_retrieval_student_is_quizzed_without_then_with_its_notes(
     run(path, tmp_path, clients)
     asked: list[tuple[str, str, str]] = []  # (model, label, notes for the quiz's first question)
 
-    def fake_quiz_student(items, model, *, adapter, judge_model, label, seed, context):  # type: ignore[no-untyped-def]
+    def fake_quiz_student(items, model, *, adapter, judge_model, label, seed, context, endpoints):  # type: ignore[no-untyped-def]
         asked.append((model, label, context(items[0].question) if context else ""))
         item = quiz.QuizItemResult(items[0].question, items[0].answer, "Korrin", True, 0.9, "ok", True)
         return quiz.QuizResult([item], label=label, student=model)

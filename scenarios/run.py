@@ -200,12 +200,12 @@ def _previous_run(run_dir: Path) -> tuple[RunStarted, list[Event]]:
     if not path.is_file():
         raise RunDirError(f"{run_dir}: no {TRANSCRIPT} here to resume; give the folder of an earlier run")
     repair_truncated_tail(path)
-    events = read_transcript(path)
-    if not events:
+    if not path.read_bytes().strip():
         raise RunDirError(
             f"{run_dir}: the run was stopped before it wrote its first event; nothing to resume: start it "
             f"again with `teachback run SCENARIO --out {run_dir}`"
         )
+    events = read_transcript(path)
     header = events[0]
     assert isinstance(header, RunStarted)
     return header, events

@@ -257,7 +257,7 @@ def test_an_unreachable_memory_server_and_a_missing_ray_are_one_line(
     assert not (tmp_path / "transcripts").exists()
 
 
-# ---- real runs: the bundled SmolLM2 as student, teacher and judge ------------------------------------------
+# ---- real runs: the bundled cast (SmolLM2 student, Qwen2.5 teacher and judge) -------------------------
 
 TEACHBACK = [sys.executable, "-m", "teachback.cli"]
 
@@ -274,7 +274,7 @@ def test_real_local_batch_reports_a_failed_run_and_finishes_the_other(tmp_path: 
     """Two runs at once through the local executor; the memory folder is served to both by `chroma run`."""
     broken = scenario_copy(tmp_path / "s", "broken")
     text = broken.read_text().replace(
-        "teacher:\n  model: local/smollm2-135m", "teacher:\n  model: local:/x.gguf"
+        "teacher:\n  model: local/qwen2.5-0.5b", "teacher:\n  model: local:/x.gguf"
     )
     assert "local:/x.gguf" in text
     broken.write_text(text)
@@ -325,7 +325,7 @@ def test_real_ray_batch_shares_one_chroma_server(tmp_path: Path) -> None:
     copy = scenario_copy(tmp_path / "s", "vellmar-copy")  # another namespace, the same knowledge
     out = tmp_path / "b"
     with ChromaServer(tmp_path / "chroma", log=tmp_path / "chroma.log") as server:
-        result = subprocess.run(
+        result = subprocess.run(  # the server's token reaches the runs through the batch's environment
             # two turns each: with 135M models a single turn is rejected often enough to leave nothing stored
             [*TEACHBACK, "batch", "invented-domain", str(copy), "--turns", "2", "--concurrency", "2"]
             + ["--executor", "ray", "--memory-url", server.url, "--no-quiz", "--out", str(out)],

@@ -1,5 +1,5 @@
-"""The real thing: the bundled SmolLM2 as student (in-process) and as teacher and judge (through litellm to
-a managed llama.cpp server on loopback), driven through the `teachback` command."""
+"""The real thing: the bundled cast, SmolLM2 as student (in-process) and Qwen2.5 0.5B as teacher and judge
+(through litellm to a managed llama.cpp server on loopback), driven through the `teachback` command."""
 
 from __future__ import annotations
 
@@ -45,11 +45,12 @@ def test_run_a_scenario_end_to_end_and_replay_it(tmp_path: Path) -> None:
     header = events[0]
     assert isinstance(header, RunStarted)
     assert (
-        header.versions["llama-cpp-python"] == "0.3.36" and header.models["teacher"] == "local/smollm2-135m"
+        header.versions["llama-cpp-python"] == "0.3.36" and header.models["teacher"] == "local/qwen2.5-0.5b"
     )
     assert isinstance(events[1], TurnStarted)
     roles = {e.role for e in events if isinstance(e, MessageDone)}
-    assert roles == {"student", "teacher", "judge"}
+    # the judge model speaks only when the notes leave a claim open (its P(true) is read in-process)
+    assert {"student", "teacher"} <= roles <= {"student", "teacher", "judge"}
     answers = [e for e in events if isinstance(e, Verdict) and e.kind == "answer"]
     assert answers and all("grounded" in v.components for v in answers)
     assert all(0.0 <= v.score <= 1.0 for v in answers)

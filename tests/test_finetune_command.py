@@ -12,6 +12,8 @@ from rich.console import Console
 
 from teachback.agents.scripted import ScriptedChatClient
 from teachback.scenarios.run import RunRequest, run_scenario
+from teachback.transcripts.events import TurnAccepted
+from teachback.transcripts.reader import read_transcript
 from tests.conftest import judge
 
 TEACHBACK = [sys.executable, "-m", "teachback.cli"]
@@ -120,7 +122,7 @@ def test_finetune_a_run_and_load_the_adapter(scenario_file, tmp_path: Path) -> N
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == str(out) and out.is_file()
-    assert "on 3 accepted turns" in result.stdout and "train loss per epoch" in result.stdout
+    assert "from 3 accepted turns" in result.stdout and "train loss per epoch" in result.stdout
     import llama_cpp
 
     from teachback.agents.models import resolve
@@ -128,7 +130,9 @@ def test_finetune_a_run_and_load_the_adapter(scenario_file, tmp_path: Path) -> N
 
     meta = read_adapter_metadata(out)
     assert meta["namespace"] == "vellmar-test" and meta["student"] == "local/smollm2-135m"
-    assert len(meta["runs"]) == 1 and meta["n_train"] == 3
+    # an example per accepted answer and one per teach-back that passed the gate
+    accepted = [e for e in read_transcript(run_dir / "transcript.jsonl") if isinstance(e, TurnAccepted)]
+    assert len(meta["runs"]) == 1 and meta["n_train"] == 3 + sum(a.teachback_accepted for a in accepted)
     assert "estimated peak memory" in result.stdout
     record = json.loads((run_dir / "finetune.json").read_text())
     assert record["adapter"] == str(out) and len(record["loss_curve"]) >= 2

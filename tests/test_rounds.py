@@ -15,7 +15,7 @@ from teachback.memory.adapters import list_adapters
 from teachback.memory.finetune import TrainConfig
 from teachback.scenarios.rounds import run_rounds
 from teachback.scenarios.run import RunRequest
-from teachback.transcripts.events import RunStarted
+from teachback.transcripts.events import RunStarted, TurnAccepted
 from teachback.transcripts.reader import read_transcript
 from tests.conftest import judge
 
@@ -42,6 +42,11 @@ def scripted(round_: int) -> dict[str, ScriptedChatClient]:
     }
 
 
+def examples_of(run_dir: Path) -> int:
+    accepted = [e for e in read_transcript(run_dir / "transcript.jsonl") if isinstance(e, TurnAccepted)]
+    return sum(1 + a.teachback_accepted for a in accepted)
+
+
 def test_rounds_refuse_resume_and_no_memory(scenario_file, tmp_path: Path) -> None:
     with pytest.raises(TeachbackError, match="--rounds starts new rounds"):
         run_rounds(RunRequest(resume=tmp_path), 2, Console())
@@ -66,9 +71,11 @@ def test_two_rounds_train_on_all_rounds_and_carry_the_adapter(scenario_file, tmp
     assert isinstance(header, RunStarted)
     assert header.options["adapter"] == str(first.adapter.resolve())  # round 2 wore round 1's adapter
     assert [a.path.resolve() for a in list_adapters()] == [first.adapter.resolve(), second.adapter.resolve()]
-    # round 2 trained on both rounds' turns
-    assert json.loads((first.run_dir / "finetune.json").read_text())["n_train"] == 2
-    assert json.loads((second.run_dir / "finetune.json").read_text())["n_train"] == 4
+    # round 2 trained on both rounds' turns: an example per accepted answer, one per teach-back that passed
+    examples = [examples_of(o.run_dir) for o in outcomes]
+    assert examples[0] >= 2 and examples[1] >= 2
+    assert json.loads((first.run_dir / "finetune.json").read_text())["n_train"] == examples[0]
+    assert json.loads((second.run_dir / "finetune.json").read_text())["n_train"] == sum(examples)
     for o in outcomes:
         for label in ("before", "after"):
             quiz = json.loads((o.run_dir / f"quiz-{label}.json").read_text())

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -406,8 +406,7 @@ class KnowledgeIndex:
         terms = [t for t in piece.terms if t in self._where and t not in self.topic] + sorted(piece.required)
         numbers = set(piece.numbers)
         values = set(piece.values)
-        for k in range(1, len(terms)):
-            head, tail = set(terms[:k]), set(terms[k:])
+        for head, tail in _splits(terms):
             if any(
                 len(part) < 2 and not any(self._value(t) or t in values for t in part)
                 for part in (head, tail)
@@ -715,6 +714,19 @@ def _negated_near(sentence: str, terms: list[str]) -> bool:
                 break
     window = " ".join(tokens[max(0, best[0] - 3) : best[1]])
     return bool(_NEGATION.search(window))
+
+
+def _splits(terms: list[str]) -> Iterator[tuple[set[str], set[str]]]:
+    """The ways a claim's terms fall into two parts: the words before and after some point ("Queen Almeth
+    founded Vellmar | in 1487"), or a time or number phrase set inside the clause ("Queen Almeth founded
+    Vellmar | in 1487 | by uniting the clans": the middle is one part, the clause around it the other)."""
+    for k in range(1, len(terms)):
+        yield set(terms[:k]), set(terms[k:])
+    timely = [t[:1].isdigit() or t in _TIME_STEMS for t in terms]
+    for i in range(1, len(terms) - 1):
+        for j in range(i + 1, len(terms)):
+            if all(timely[i:j]):
+                yield set(terms[:i] + terms[j:]), set(terms[i:j])
 
 
 def _has_by_between(text: str, x: str, y: str) -> bool:

@@ -78,6 +78,7 @@ _CLAUSE_BREAK = re.compile(
 )
 _ABBREVIATION = re.compile(r"\b(?:[A-Z]|Mr|Mrs|Ms|Dr|St|Mt|No|e\.g|i\.e|etc|approx|vs)\.$")
 _HEADING = re.compile(r"^\s{0,3}#+\s*")
+_TITLE = re.compile(r"^\s*(?:#+\s*|(?:step|part|stage|section|chapter)\s+\w+\s*[:.]\s)", re.IGNORECASE)
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _COPULA = {"is", "are", "was", "were", "be", "been", "the", "a", "an", "'s", "called", "named", "known", "as"}
 # Words an answer may add without claiming anything the notes must say.
@@ -292,12 +293,12 @@ class KnowledgeIndex:
             content = {t for t in piece.terms if t in self._where and t not in self.topic}
             elliptical = not (set(piece.values) - self.topic) and len(content) <= 2  # "In 1487."
             relative = re.match(r"(which|who|whom|whose|where)\b", piece.text, re.IGNORECASE)
-            if relative and previous is not None:  # "..., which": the word just before, if it is a name
-                last = next((t for t in reversed(previous.terms) if t in self._where), "")
-                piece.required |= {last} if last in self.names and last not in self.topic else set()
-            elif _PRONOUN_START.match(piece.text) or elliptical:
-                piece.required |= {t for t in antecedent if t not in piece.terms}
-            claim = self._check(piece)
+            if relative and previous is not None:
+                claim = self._relative(piece, previous)
+            else:
+                if _PRONOUN_START.match(piece.text) or elliptical:
+                    piece.required |= {t for t in antecedent if t not in piece.terms}
+                claim = self._check(piece)
             if claim is not None:
                 out.append(claim)
             if any(not v[:1].isdigit() for v in piece.values):
@@ -306,6 +307,26 @@ class KnowledgeIndex:
             if len(out) >= MAX_CLAIMS:
                 break
         return out
+
+    def _relative(self, piece: _Piece, previous: _Piece) -> Claim | None:
+        """A relative clause ("..., which was opened in 1610") said of a name of the clause before: the
+        nearest name first, then the ones before it ("Tamsin College in Korrin, which": the college)."""
+        last = next((t for t in reversed(previous.terms) if t in self._where), "")
+        if last not in self.names or last in self.topic:  # "a tall hive called a Ferrand stack, which"
+            piece.required = set()
+            return self._check(piece)
+        names = [t for t in reversed(previous.terms) if t in self.names and t not in self.topic and t != last]
+        before = (n for n in dict.fromkeys(names) if _only_preposition_between(previous.text, n, last))
+        names = [last, *before]
+        first: Claim | None = None
+        for name in names:
+            piece.required = {name}
+            claim = self._check(piece)
+            if claim is None or claim.status != UNSUPPORTED:
+                return claim
+            first = first or claim
+        piece.required = {last}
+        return first
 
     def _check(self, piece: _Piece) -> Claim | None:
         known = [t for t in dict.fromkeys(piece.terms) if t in self._where]
@@ -420,7 +441,10 @@ class KnowledgeIndex:
                         continue
                     join = (a.term_set | a.context) & (b.term_set | b.context) & wanted
                     # two whole clauses from neighbouring sentences tell one story ("close the cock and wait")
-                    clauses = min(len(head), len(tail)) >= 2
+                    # and a clause told in the sentence after the one its time came from ("founded it in
+                    # 1487, when she united the clans": 1487 and the uniting stand in neighbouring sentences)
+                    inherited_time = tail <= piece.required and all(_timely(t) for t in tail)
+                    clauses = min(len(head), len(tail)) >= 2 or bool(tail) and inherited_time
                     neighbours = clauses and a.paragraph == b.paragraph and abs(a.index - b.index) == 1
                     if join - self.topic or neighbours:  # one subject, or one story told in two sentences
                         return (a.index, b.index)
@@ -499,6 +523,9 @@ class KnowledgeIndex:
         named = asked - self.topic
         holders = [f.index for f in self.facts if len(named) >= 2 and named <= f.term_set | f.context]
         if len(holders) == 1:  # the question names one fact of the notes: the answer must state it
+            holder = self.facts[holders[0]]
+            if _TITLE.match(holder.text):  # "Step 4: fit the new seal ring.": a title names its paragraph
+                return any(self.facts[i].paragraph == holder.paragraph for c, _ in fitting for i in c.facts)
             return any(holders[0] in claim.facts for claim, _ in fitting)
         affinity = self.paragraph_affinity(question, topic=True)
         top = max(affinity.values(), default=0.0)
@@ -716,13 +743,36 @@ def _negated_near(sentence: str, terms: list[str]) -> bool:
     return bool(_NEGATION.search(window))
 
 
+def _only_preposition_between(text: str, first: str, last: str) -> bool:
+    """Whether a name's phrase is followed by the last name through a preposition alone ("Tamsin College
+    in Korrin": a relative clause after it may be said of the college; "the college is in Korrin": not)."""
+    tokens = re.findall(r"[\w'-]+", text)
+    stems = [stem(t.lower()) for t in tokens]
+    if first not in stems or last not in stems:
+        return False
+    i, j = stems.index(first), len(stems) - 1 - stems[::-1].index(last)
+    gap = [t.lower() for t in tokens[i + 1 : j] if t[:1].islower()]  # a name's own words are capitalised
+    return (
+        i < j
+        and len(gap) <= 2
+        and bool(gap)
+        and gap[0] in _PREPOSITIONS
+        and all(w in _PREPOSITIONS or w in ("the", "a", "an") for w in gap)
+    )
+
+
+def _timely(term: str) -> bool:
+    """A number or a word of time ("1487", "june", "year")."""
+    return term[:1].isdigit() or term in _TIME_STEMS
+
+
 def _splits(terms: list[str]) -> Iterator[tuple[set[str], set[str]]]:
     """The ways a claim's terms fall into two parts: the words before and after some point ("Queen Almeth
     founded Vellmar | in 1487"), or a time or number phrase set inside the clause ("Queen Almeth founded
     Vellmar | in 1487 | by uniting the clans": the middle is one part, the clause around it the other)."""
     for k in range(1, len(terms)):
         yield set(terms[:k]), set(terms[k:])
-    timely = [t[:1].isdigit() or t in _TIME_STEMS for t in terms]
+    timely = [_timely(t) for t in terms]
     for i in range(1, len(terms) - 1):
         for j in range(i + 1, len(terms)):
             if all(timely[i:j]):
@@ -794,6 +844,8 @@ def _said_to_be(sentence: str, x: str, y: str) -> bool:
     True
     >>> _said_to_be("Korrin is the capital of Vellmar.", "korrin", "vellmar")
     False
+    >>> _said_to_be("Close the feed cock, which is the small black lever on the pipe.", "cock", "lever")
+    True
     """
     tokens = [w.lower() for w in re.findall(rf"{WORD.pattern}|,", numbers_as_digits(sentence))]
     stems_ = [stem(t) if t != "," else t for t in tokens]
@@ -803,6 +855,8 @@ def _said_to_be(sentence: str, x: str, y: str) -> bool:
     between = tokens[lo + 1 : hi]
     if between and between[0] == "," and not any(t in _PHRASE_END or t.endswith("ed") for t in between[1:]):
         return True  # apposition: "one university, Tamsin College"
+    if between[:2] in ([",", "which"], [",", "who"]):
+        between = between[2:]  # "the feed cock, which is the small black lever": a link all the same
     between = [t for t in between if t != ","]
     links = [k for k, t in enumerate(between) if t in ("is", "are", "was", "were", "called", "named")]
     if not links:

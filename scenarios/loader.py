@@ -55,6 +55,9 @@ class LoadedScenario:
     sha256: str  # of the scenario file's bytes
     knowledge_text: str  # inline text, then each file's text, joined by blank lines
     knowledge_files: list[Path] = field(default_factory=list)  # resolved
+    # sentences of the knowledge addressed to a model ("ignore all previous instructions ..."): left out of
+    # knowledge_text, so no prompt ever holds them (agents/instructions.py)
+    left_out: list[str] = field(default_factory=list)
 
 
 def bundled_scenarios() -> list[Path]:
@@ -97,12 +100,16 @@ def load_scenario(path: str | Path, *, check_files: bool = False) -> LoadedScena
         raise ScenarioError([f"{shown}:{line}: {what}" for line, what in problems])
     if scenario.knowledge and scenario.knowledge.text.strip():
         texts.insert(0, scenario.knowledge.text.strip())
+    from teachback.agents.instructions import without_instructions
+
+    knowledge_text, left_out = without_instructions("\n\n".join(texts))
     return LoadedScenario(
         scenario=scenario,
         path=file.resolve(),
         sha256=hashlib.sha256(raw).hexdigest(),
-        knowledge_text="\n\n".join(texts),
+        knowledge_text=knowledge_text,
         knowledge_files=files,
+        left_out=left_out,
     )
 
 

@@ -140,6 +140,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"{name}: ok ({s.name}: {seats}, {len(s.objectives)} objectives, {facts} facts, {s.turns} turns, "
             f"{len(s.quiz)} quiz items)"
         )
+        for sentence in loaded.left_out:
+            print(f"{name}: knowledge: left out, it addresses the model (knowledge is data): {sentence!r}")
     if problems:
         raise ScenarioError(problems)
     return 0

@@ -14,6 +14,7 @@ MODULES = [
     "teachback.scenarios.curriculum",
     "teachback.scenarios.rounds",
     "teachback.agents.grounding",
+    "teachback.agents.instructions",
     "teachback.agents.prompts",
     "teachback.scenarios.director",
     "teachback.scenarios.panel",

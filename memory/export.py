@@ -3,8 +3,8 @@
     chatml    {"messages": [{"role": "user", "content": Q}, {"role": "assistant", "content": A}]}
     sharegpt  {"conversations": [{"from": "human", "value": Q}, {"from": "gpt", "value": A}]}
 
-One turn per line, UTF-8, written to a temporary file next to the target and renamed over it, so a
-reader never sees half a file and an interrupted export leaves the old file as it was.
+One turn per line, UTF-8, written atomically (teachback/files.py), so a reader never sees half a file
+and an interrupted export leaves the old file as it was.
 
     >>> print(format_line("chatml", "Capital?", "Korrin."))
     {"messages": [{"role": "user", "content": "Capital?"}, {"role": "assistant", "content": "Korrin."}]}
@@ -15,13 +15,12 @@ reader never sees half a file and an interrupted export leaves the old file as i
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from teachback.errors import MemoryStoreError
+from teachback.files import atomic_path
 
 
 def _chatml(question: str, answer: str) -> dict[str, Any]:
@@ -54,21 +53,10 @@ def write_jsonl(pairs: Iterable[tuple[str, str]], fmt: str, out: Path) -> int:
         raise MemoryStoreError(f"export: folder {out.parent} does not exist")
     count = 0
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as exc:
-        raise MemoryStoreError(f"export: cannot write in {out.parent}: {exc.strerror}") from exc
-    try:
-        os.fchmod(fd, out.stat().st_mode & 0o777 if out.exists() else 0o644)  # mkstemp makes it 0600
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+        with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
             for question, answer in pairs:
                 f.write(format_line(fmt, question, answer) + "\n")
                 count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise MemoryStoreError(f"export: cannot write {out}: {exc.strerror or exc}") from exc
-        raise
+    except OSError as exc:
+        raise MemoryStoreError(f"export: cannot write {out}: {exc.strerror or exc}") from exc
     return count

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from teachback.errors import FinetuneError
+from teachback.files import atomic_path, atomic_write_text
 
 DEFAULT_TARGETS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 KNOWN_TARGETS = frozenset(DEFAULT_TARGETS)
@@ -372,7 +373,6 @@ def training_copy(base_model: Path, base_sha: str, threads: int, base_type: str)
     """The F32 (or F16, Q8_0) copy of `base_model`, made with llama.cpp's own quantizer, cached by sha256
     under ~/.cache/teachback/<type>/ (XDG_CACHE_HOME is honoured); `base_model` itself for "model"."""
     from teachback.memory import llama_train as lt
-    from teachback.memory.lora import atomic_path
 
     if base_type == "model":
         return base_model
@@ -1042,5 +1042,4 @@ def _save_checkpoint(
         "fingerprint": fingerprint,
         "val_loss": [None if math.isnan(v) else v for v in state["val_loss"]],
     }
-    with lora.atomic_path(directory / "state.json") as tmp:
-        tmp.write_text(json.dumps(state))
+    atomic_write_text(directory / "state.json", json.dumps(state))

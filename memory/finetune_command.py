@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from teachback.errors import FinetuneError
+from teachback.files import atomic_write_text
 from teachback.memory.adapters import ADAPTERS_DIR
 
 FINETUNE_RECORD = "finetune.json"
@@ -358,8 +359,6 @@ def _write_record(
 ) -> None:
     from dataclasses import asdict
 
-    from teachback.memory.lora import atomic_path
-
     record = {
         "adapter": str(result.adapter),
         "config": asdict(config),
@@ -382,8 +381,7 @@ def _write_record(
         "quiz_before": outcome.quiz_before.totals() if outcome.quiz_before else None,
         "quiz_after": outcome.quiz_after.totals() if outcome.quiz_after else None,
     }
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_finite(record), indent=1, default=str))
+    atomic_write_text(path, json.dumps(_finite(record), indent=1, default=str))
 
 
 def _finite(value: Any) -> Any:

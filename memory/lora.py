@@ -6,8 +6,8 @@ File format (what llama.cpp's `llama_adapter_lora_init` reads): `general.type=ad
 product by alpha / r. teachback adds its own `teachback.*` keys (base model hash, rank, targets, data
 hash, loss curve, ...) which llama.cpp ignores; `read_adapter_metadata` returns them.
 
-Files are always written atomically: into a temporary file next to the target, fsynced, then
-`os.replace`d over it, so an interrupted write never leaves a partial adapter where a model loads it.
+Files are always written atomically (teachback/files.py): into a temporary file next to the target,
+fsynced, then renamed over it, so an interrupted write never leaves a partial adapter where a model loads it.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
-import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from teachback.errors import FinetuneError
+from teachback.files import atomic_path
 
 META_PREFIX = "teachback."
 
@@ -86,32 +86,6 @@ def init_adapter(targets: list[TargetTensor], rank: int, seed: int) -> dict[str,
         out[t.name + ".lora_a"] = rng.uniform(-bound, bound, size=(rank, t.n_in)).astype(np.float32)
         out[t.name + ".lora_b"] = np.zeros((t.n_out, rank), np.float32)
     return out
-
-
-@contextlib.contextmanager
-def atomic_path(out: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `out`; on success fsync it and rename it over `out`.
-
-    On any exception (including KeyboardInterrupt) the temporary file is removed and `out` is untouched.
-    """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable where the platform allows it
-        fd = os.open(out.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def write_adapter(

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from teachback.errors import BatchError
+from teachback.files import atomic_write_bytes, atomic_write_text
 from teachback.processes import die_with_parent, running, this_process
 
 PLAN = "batch.json"
@@ -201,14 +202,7 @@ class Batch:
             "options": asdict(self.options),
             "jobs": [asdict(job) for job in self.jobs],
         }
-        path = self.dir / PLAN
-        tmp = path.with_name(f".{PLAN}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write_text(self.dir / PLAN, json.dumps(data, indent=2) + "\n")
 
     def run_dir(self, job: Job) -> Path:
         return self.dir / job.run_dir
@@ -348,10 +342,7 @@ def write_files(run_dir: Path, files: dict[str, bytes]) -> None:
         path = run_dir / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise BatchError(f"refusing to write {name!r} outside the run folder {run_dir}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, data)
 
 
 def read_files(run_dir: Path, names: Iterable[str] | None = None) -> dict[str, bytes]:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from teachback.errors import QuizError, ScenarioError
+from teachback.files import atomic_write_text
 
 if TYPE_CHECKING:
     from autogen_core.models import ChatCompletionClient
@@ -108,18 +107,8 @@ class QuizResult:
         return self
 
     def save(self, path: Path) -> None:
-        """Write the JSON atomically: a temporary file in the same folder, then a rename."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(self.to_json(), out, indent=2, ensure_ascii=False)
-                out.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write the JSON atomically (teachback/files.py)."""
+        atomic_write_text(path, json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> QuizResult:

@@ -29,7 +29,7 @@ from teachback.agents._chat_client_base import (
     to_openai_messages,
 )
 from teachback.agents.models import chat_format
-from teachback.errors import ModelCallError, ModelError
+from teachback.errors import ModelCallError, ModelError, one_line
 
 
 def default_threads() -> int:
@@ -111,7 +111,7 @@ class LlamaCppChatClient(ChatClientBase):
             what = (
                 f"{self.model_path} with adapter {self.lora_path}" if self.lora_path else str(self.model_path)
             )
-            raise ModelError(f"{self.role}: cannot load {what}: {_one_line(exc)}") from None
+            raise ModelError(f"{self.role}: cannot load {what}: {one_line(exc)}") from None
         return self._llama
 
     def unload(self) -> None:
@@ -169,7 +169,7 @@ class LlamaCppChatClient(ChatClientBase):
     def _call_error(self, exc: BaseException) -> ModelError:
         if isinstance(exc, ModelError):
             return exc
-        return ModelCallError(f"{self.role} {self.model} failed: {_one_line(exc)}")
+        return ModelCallError(f"{self.role} {self.model} failed: {one_line(exc)}")
 
     async def create(
         self,
@@ -280,8 +280,3 @@ class LlamaCppChatClient(ChatClientBase):
         yield CreateResult(
             finish_reason=finish_reason(raw_finish), content="".join(parts), usage=usage, cached=False
         )
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,17 +30,10 @@ from typing import IO, Any
 from teachback.agents.llama_local import default_threads
 from teachback.agents.models import chat_format
 from teachback.errors import ModelError
-from teachback.processes import die_with_parent
+from teachback.processes import die_with_parent, free_port
 
 HEALTH_TIMEOUT_S = 60.0
 _live: set[LlamaServer] = set()  # started and not yet stopped; the atexit hook stops them
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def alias_for(model_path: Path) -> str:

@@ -33,7 +33,7 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import config_to_embedding_function, register_embedding_function
 
 from teachback.agents.minilm import DIMS as MINILM_DIMS
-from teachback.errors import MemoryStoreError
+from teachback.errors import MemoryStoreError, first_line
 
 DEFAULT_EMBEDDER = "minilm"
 SPECS = "minilm, chroma-default, llama:/path/model.gguf or sentence-transformers:/local/model/dir"
@@ -68,7 +68,7 @@ def embedder_from_config(config: dict[str, Any] | None, collection: str) -> Embe
     except Exception as exc:
         raise MemoryStoreError(
             f"collection {collection!r} was made with embedder {config['name']!r}, which cannot be rebuilt "
-            f"here: {_first_line(exc)}"
+            f"here: {first_line(exc)}"
         ) from exc
 
 
@@ -159,7 +159,7 @@ def ChromaDefaultEmbedding() -> Any:  # noqa: N802 - reads as a constructor, lik
     except Exception as exc:
         raise MemoryStoreError(
             "the chroma-default embedder could not load its model (chromadb downloads it from "
-            f"{ONNXMiniLM_L6_V2.MODEL_DOWNLOAD_URL} at first use): {_first_line(exc)}; "
+            f"{ONNXMiniLM_L6_V2.MODEL_DOWNLOAD_URL} at first use): {first_line(exc)}; "
             "offline, use --embedder minilm (the default)"
         ) from exc
     ef.spec = "chroma-default"  # type: ignore[attr-defined]
@@ -216,7 +216,7 @@ def _llama(model_path: str, n_ctx: int) -> tuple[Any, threading.Lock]:
             verbose=False,
         )
     except Exception as exc:
-        raise MemoryStoreError(f"embedder llama:{model_path} will not load: {_first_line(exc)}") from exc
+        raise MemoryStoreError(f"embedder llama:{model_path} will not load: {first_line(exc)}") from exc
     return llm, threading.Lock()
 
 
@@ -267,7 +267,7 @@ def _sentence_transformer(model_path: str) -> Any:
         return SentenceTransformer(model_path, device="cpu")
     except Exception as exc:
         raise MemoryStoreError(
-            f"embedder sentence-transformers:{model_path} will not load: {_first_line(exc)}"
+            f"embedder sentence-transformers:{model_path} will not load: {first_line(exc)}"
         ) from exc
 
 
@@ -279,8 +279,3 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
         raise MemoryStoreError(f"the embedder returned vectors of shape {vectors.shape}, not (n, dims)")
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32, copy=False)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from teachback import __version__
-from teachback.errors import MemoryStoreError
+from teachback.errors import MemoryStoreError, first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -294,7 +294,7 @@ class MemoryStore:
                 ) from None
             except Exception as exc:
                 raise MemoryStoreError(
-                    f"cannot reach the chroma server at {url}: {_first_line(exc)}; start one with "
+                    f"cannot reach the chroma server at {url}: {first_line(exc)}; start one with "
                     f"`chroma run --path DIR --host {host} --port {port}` or check --memory-url"
                 ) from exc
             return cls(client, url, remote=True, embedder=embedder, duplicate_threshold=duplicate_threshold)
@@ -311,7 +311,7 @@ class MemoryStore:
             client = chromadb.PersistentClient(path=str(folder), settings=settings)
         except Exception as exc:
             raise MemoryStoreError(
-                f"cannot open the memory at {folder}: {_first_line(exc)}; check that the folder is writable "
+                f"cannot open the memory at {folder}: {first_line(exc)}; check that the folder is writable "
                 "and holds a chromadb store (or is empty), or point --memory-dir elsewhere"
             ) from exc
         return cls(
@@ -639,7 +639,7 @@ class MemoryStore:
                 else "check that the folder is writable, has room, and is not a newer chromadb's store"
             )
             raise MemoryStoreError(
-                f"memory at {self.location}: {action} failed: {_first_line(exc)}; {hint}"
+                f"memory at {self.location}: {action} failed: {first_line(exc)}; {hint}"
             ) from exc
 
 
@@ -793,8 +793,3 @@ def _parse_url(url: str) -> tuple[str, int, bool]:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

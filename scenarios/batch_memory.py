@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -26,15 +25,9 @@ from pathlib import Path
 from types import TracebackType
 
 from teachback.errors import MemoryStoreError
-from teachback.processes import die_with_parent
+from teachback.processes import die_with_parent, free_port
 
 HEARTBEAT = "/api/v2/heartbeat"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def server_command(folder: Path, host: str, port: int) -> list[str]:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from teachback.agents import prompts
 from teachback.agents.judge import Judgement, Rubric, parse_verdict, topic_words
 from teachback.agents.terms import content_words
+from teachback.errors import one_line
 from teachback.scenarios.panel import Candidate, choose
 from teachback.transcripts.events import (
     ANSWER,
@@ -149,7 +150,7 @@ class Director:
             status = (
                 "interrupted" if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError) else "failed"
             )
-            self._finish(progress, status, _one_line(exc) if status == "failed" else "stopped by the user")
+            self._finish(progress, status, one_line(exc) if status == "failed" else "stopped by the user")
             raise
         self._finish(progress, "completed", "")
         return progress
@@ -452,7 +453,7 @@ class Director:
                     Notice,
                     level="error",
                     turn=turn,
-                    message=f"teacher {seat.name} failed; the panel goes on: {_one_line(exc)}",
+                    message=f"teacher {seat.name} failed; the panel goes on: {one_line(exc)}",
                 )
             return Candidate(seat.name, error=exc)
         answer = text.strip()
@@ -647,7 +648,3 @@ def fallback_question(objective: str, turn: int) -> str:
         ]
         return f"What is {parts[(turn - 1) % 2]}{match['rest'] or ''}?"
     return f"What is {objective}?"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -12,6 +12,7 @@
 
 Every message says what is wrong and where, and what to do about it. No message may carry a secret:
 `mask_secrets` hides API keys and bearer tokens in any text that becomes a message, log line or event.
+A library's exception goes into a message through `one_line` or `first_line`.
 """
 
 from __future__ import annotations
@@ -96,6 +97,27 @@ def _overlap(text: str, secret: str) -> int:
         if text.endswith(secret[:k]):
             return k
     return 0
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message with its whitespace collapsed into one line, or its type's name if it has none.
+
+    >>> one_line(OSError("no route\\n  to host"))
+    'no route to host'
+    >>> one_line(TimeoutError())
+    'TimeoutError'
+    """
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (a long library error), or its type's name.
+
+    >>> first_line(ValueError("no such collection\\nTraceback (most recent call last): ..."))
+    'no such collection'
+    """
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
 
 
 class TeachbackError(Exception):

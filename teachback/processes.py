@@ -1,8 +1,9 @@
-"""Child processes that end with their parent, and whether a process recorded earlier still runs.
+"""Child processes that end with their parent, whether a process recorded earlier still runs, a free port.
 
     subprocess.Popen(command, preexec_fn=die_with_parent())   # Linux: SIGTERM to it when we die
     me = this_process()                                        # {"pid": 4242, "host": "box", "started": 981}
     running(me)                                                # True while that very process runs
+    port = free_port()                                         # for a server we are about to start
 
 A managed server (llama.cpp, the batch's memory server) or a batch's run must not outlive its parent: an
 atexit hook covers a normal exit and Ctrl-C, `die_with_parent` the rest (SIGKILL, a crash, the OOM killer).
@@ -40,6 +41,13 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
             os.kill(os.getpid(), sig)
 
     return arm
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port on `host` nobody listens on right now (the OS picks it), for a server we are about to start."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def started_ticks(pid: int) -> int | None:

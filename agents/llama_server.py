@@ -31,6 +31,7 @@ from teachback.agents.llama_local import default_threads
 from teachback.agents.models import chat_format
 from teachback.errors import ModelError
 from teachback.processes import die_with_parent, free_port
+from teachback.transcripts.run_folder import RunFolder
 
 HEALTH_TIMEOUT_S = 60.0
 _live: set[LlamaServer] = set()  # started and not yet stopped; the atexit hook stops them
@@ -278,7 +279,7 @@ class ServerPool:
                 path,
                 n_ctx=n_ctx,
                 n_threads=self.n_threads,
-                log_path=self.log_dir / f"llama-server-{alias}.log",
+                log_path=RunFolder(self.log_dir).server_log(alias),
                 model_alias=alias,
                 lora_path=lora,
             )

@@ -22,8 +22,8 @@ from typing import Any
 from teachback.errors import FinetuneError
 from teachback.files import atomic_write_text
 from teachback.memory.adapters import ADAPTERS_DIR
+from teachback.transcripts.run_folder import RunFolder, seat_label
 
-FINETUNE_RECORD = "finetune.json"
 DEFAULT_STUDENT = "local/smollm2-135m"
 
 
@@ -283,14 +283,14 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
     items = scenario_quiz(header) if request.quiz and header else []
     judge = header.models.get("judge", DEFAULT_STUDENT) if header else DEFAULT_STUDENT
     adapter_before = student.adapter if student else None
-    suffix = student.suffix if student else ""
+    seat = student.file_seat if student else None
     outcome_before = None
     if items and request.known_before is not None:
         outcome_before = request.known_before
     elif items:
         before_adapter = Path(adapter_before) if adapter_before and Path(adapter_before).is_file() else None
         outcome_before = _quiz(
-            console, items, ref.spec, before_adapter, judge, "before" + suffix, request.run_dir, header.facts
+            console, items, ref.spec, before_adapter, judge, "before", seat, request.run_dir, header.facts
         )
 
     curve: list[list[float]] = []
@@ -322,14 +322,15 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
             ref.spec,
             Path(result.adapter),
             judge,
-            "after" + suffix,
+            "after",
+            seat,
             request.run_dir,
             header.facts,
         )
         b, a = outcome.quiz_before.totals(), outcome.quiz_after.totals()
         console.print(f"quiz: {b['correct']}/{b['n']} before -> {a['correct']}/{a['n']} after fine-tuning")
     if request.run_dir is not None:
-        record = request.run_dir / FINETUNE_RECORD.replace(".json", f"{suffix}.json")
+        record = RunFolder(request.run_dir).finetune(seat)
         _write_record(record, result, config, curve, val_curve, need, outcome)
     return outcome
 
@@ -341,16 +342,19 @@ def _quiz(
     adapter: Path | None,
     judge: str,
     label: str,
+    seat: str | None,
     run_dir: Path | None,
     facts: list[str] | None = None,
 ) -> Any:
+    """Quiz the student `before` or `after` fine-tuning; a classroom's `seat` names the quiz and its file."""
     from teachback.scenarios.quiz import quiz_student
 
-    with console.status(f"quiz {label} fine-tuning ({len(items)} questions)..."):
-        result = quiz_student(items, student, adapter=adapter, judge_model=judge, label=label)
+    named = seat_label(label, seat)
+    with console.status(f"quiz {named} fine-tuning ({len(items)} questions)..."):
+        result = quiz_student(items, student, adapter=adapter, judge_model=judge, label=named)
     result.mark_facts(facts or [])
     if run_dir is not None:
-        result.save(run_dir / f"quiz-{label}.json")
+        result.save(RunFolder(run_dir).quiz(label, seat))
     return result
 
 

@@ -37,11 +37,11 @@ from typing import Any, Protocol
 from teachback.errors import BatchError
 from teachback.files import atomic_write_bytes, atomic_write_text
 from teachback.processes import die_with_parent, running, this_process
+from teachback.transcripts.run_folder import RunFolder
 
 PLAN = "batch.json"
 PLAN_VERSION = 1
 RUNS = "runs"
-TRANSCRIPT = "transcript.jsonl"
 TEACHBACK = [sys.executable, "-m", "teachback.cli"]
 STATUSES = ("pending", "running", "interrupted", "done", "failed")
 
@@ -254,7 +254,7 @@ def start_attempt(attempt: Attempt, run_dir: Path, command: list[str]) -> subpro
 
     run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, MEMORY_TOKEN_ENV: attempt.memory_token} if attempt.memory_token else None
-    with open(run_dir / f"attempt-{attempt.number}.log", "wb") as log:
+    with open(RunFolder(run_dir).attempt_log(attempt.number), "wb") as log:
         return subprocess.Popen(
             [*command, *run_args(attempt, run_dir)],
             stdin=subprocess.DEVNULL,
@@ -270,7 +270,7 @@ def attempt_error(returncode: int, run_dir: Path, number: int) -> str:
     """The one line that says why an attempt failed: the run's own `teachback: ...` line if it printed one."""
     if returncode == 0:
         return ""
-    log = run_dir / f"attempt-{number}.log"
+    log = RunFolder(run_dir).attempt_log(number)
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.is_file() else []
     said = [line.removeprefix("teachback: ") for line in lines if line.startswith("teachback: ")]
     if said:
@@ -404,7 +404,7 @@ def run_batch(
                 tries[job.name] += 1
                 job.status = "running"
                 run_dir = batch.run_dir(job)
-                resume = (run_dir / TRANSCRIPT).is_file()
+                resume = RunFolder(run_dir).transcript.is_file()
                 options = run_options or batch.options
                 attempt = Attempt(job.name, job.scenario, options, job.attempts, resume, memory_token)
                 batch.save()

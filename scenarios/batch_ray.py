@@ -22,7 +22,6 @@ from typing import Any
 from teachback.errors import BatchError
 from teachback.scenarios.batch import (
     TEACHBACK,
-    TRANSCRIPT,
     Attempt,
     Outcome,
     attempt_error,
@@ -30,6 +29,7 @@ from teachback.scenarios.batch import (
     start_attempt,
     stop_process,
 )
+from teachback.transcripts.run_folder import RunFolder
 
 INSTALL_HINT = "--executor ray needs Ray: pip install 'teachback[ray]'"
 
@@ -99,7 +99,7 @@ class RayExecutor:
         self._task = ray.remote(num_cpus=num_cpus, max_retries=0)(run_shipped)
 
     def start(self, attempt: Attempt, run_dir: Path) -> None:
-        files = read_files(run_dir, [TRANSCRIPT]) if attempt.resume else {}
+        files = read_files(run_dir, [RunFolder(run_dir).transcript.name]) if attempt.resume else {}
         ref = self._task.remote(attempt, files, self._command)
         self._refs[ref] = attempt.job
 

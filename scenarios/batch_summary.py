@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from teachback.scenarios.batch import TRANSCRIPT, Batch
+from teachback.scenarios.batch import Batch
+from teachback.transcripts.run_folder import RunFolder
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -48,7 +49,7 @@ def last_finish(run_dir: Path) -> RunFinished | None:
     from teachback.transcripts.reader import read_transcript
 
     try:
-        events = read_transcript(run_dir / TRANSCRIPT, allow_truncated_tail=True)
+        events = read_transcript(RunFolder(run_dir).transcript, allow_truncated_tail=True)
     except TranscriptError:
         return None
     return next((e for e in reversed(events) if isinstance(e, RunFinished)), None)
@@ -57,9 +58,10 @@ def last_finish(run_dir: Path) -> RunFinished | None:
 def quiz_score(run_dir: Path) -> str:
     """`0.40 → 0.80` (before → after; `– → 0.80` with no quiz before), or "–"; from the quiz JSON files."""
     scores = []
-    for name in ("quiz-before.json", "quiz-after.json"):
+    folder = RunFolder(run_dir)
+    for path in (folder.quiz("before"), folder.quiz("after")):
         try:
-            totals = json.loads((run_dir / name).read_text(encoding="utf-8"))["totals"]
+            totals = json.loads(path.read_text(encoding="utf-8"))["totals"]
             scores.append(f"{float(totals['score']):.2f}")
         except (OSError, ValueError, KeyError, TypeError):
             scores.append(NONE)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from teachback.errors import TeachbackError
+from teachback.transcripts.run_folder import RunFolder, seat_label
 
 
 @dataclasses.dataclass
@@ -65,7 +66,7 @@ def quiz_run(run_dir: Path, console: Any, request: Any = None, label: str = "bef
     for student in recorded_students(header):
         adapter = Path(student.adapter) if student.adapter else None
         results[student.name + "/" + label] = _quiz_seat(
-            console, items, header, student, adapter, label + student.suffix, run_dir, None
+            console, items, header, student, adapter, label, run_dir, None
         )
         if student.learning == "retrieval" and request is not None and not request.no_memory:
             from teachback.memory.retrieval import retrieval_context
@@ -75,7 +76,7 @@ def quiz_run(run_dir: Path, console: Any, request: Any = None, label: str = "bef
             if store is not None:
                 notes = retrieval_context(store, student.namespace)
                 results[student.name + "/after"] = _quiz_seat(
-                    console, items, header, student, adapter, "after" + student.suffix, run_dir, notes
+                    console, items, header, student, adapter, "after", run_dir, notes
                 )
     return results
 
@@ -90,25 +91,27 @@ def _quiz_seat(
     run_dir: Path,
     context: Callable[[str], str] | None,
 ) -> Any:
+    """Quiz one student `before` or `after`; a classroom's student names the quiz and its file."""
     from teachback.scenarios.quiz import quiz_student
 
     how = "with notes from its memory" if context else "no notes"
-    with console.status(f"quiz ({label}): {len(items)} questions to {student.name}, {how}..."):
+    named = seat_label(label, student.file_seat)
+    with console.status(f"quiz ({named}): {len(items)} questions to {student.name}, {how}..."):
         result = quiz_student(
             items,
             student.model,
             adapter=adapter,
             judge_model=header.models["judge"],
-            label=label,
+            label=named,
             seed=header.seed,
             context=context,
             endpoints={"student": student.endpoint, "judge": recorded_endpoint(header, "judge")},
         )
     result.mark_facts(header.facts)
-    result.save(run_dir / f"quiz-{label}.json")
+    result.save(RunFolder(run_dir).quiz(label, student.file_seat))
     t = result.totals()
     console.print(
-        f"quiz ({label}, {student.name}, {how}): {t['correct']}/{t['n']} correct · "
+        f"quiz ({named}, {student.name}, {how}): {t['correct']}/{t['n']} correct · "
         f"judge mean {t['judge_mean']:.2f}"
     )
     return result
@@ -156,7 +159,7 @@ def run_rounds(
     store = None
     for r in range(1, rounds + 1):
         console.rule(f"round {r} of {rounds}")
-        out = request.out / f"round-{r}" if request.out else None
+        out = RunFolder(request.out).round(r).path if request.out else None
         run_dir = run_scenario(
             dataclasses.replace(request, adapter=adapter, adapters=dict(adapters), out=out),
             console,
@@ -169,7 +172,7 @@ def run_rounds(
         for student in students:
             known = before.get(student.name)
             if known is not None:  # the student entered this round as the last one left it
-                known.save(run_dir / f"quiz-before{student.suffix}.json")
+                known.save(RunFolder(run_dir).quiz("before", student.file_seat))
             outcome = RoundOutcome(
                 round=r,
                 run_dir=run_dir,
@@ -207,11 +210,11 @@ def run_rounds(
                 if store is None:
                     store, _ns = _open_run_memory(header, request)
                 outcome.quiz_before = known or _quiz_seat(
-                    console, items, header, student, None, "before" + student.suffix, run_dir, None
+                    console, items, header, student, None, "before", run_dir, None
                 )
                 notes = retrieval_context(store, student.namespace) if store is not None else None
                 outcome.quiz_after = _quiz_seat(
-                    console, items, header, student, None, "after" + student.suffix, run_dir, notes
+                    console, items, header, student, None, "after", run_dir, notes
                 )
             before[student.name] = outcome.quiz_after
             outcomes.append(outcome)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from teachback.errors import RunDirError, TeachbackError
+from teachback.transcripts.run_folder import RunFolder
 
 if TYPE_CHECKING:
     from autogen_core.models import ChatCompletionClient
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from teachback.scenarios.seats import Seat, StudentSeat
     from teachback.transcripts.events import Event, RunFinished, RunStarted
 
-TRANSCRIPT = "transcript.jsonl"
 DEFAULT_RUNS_DIR = Path("transcripts") / "runs"
 VERSIONED_PACKAGES = ("teachback", "autogen-agentchat", "litellm", "llama-cpp-python", "chromadb", "rich")
 
@@ -70,7 +70,7 @@ def open_memory(request: RunRequest, scenario: Any, scenario_dir: Path) -> tuple
 
 
 def transcript_path(run_dir: Path) -> Path:
-    return run_dir / TRANSCRIPT
+    return RunFolder(run_dir).transcript
 
 
 def read_run(run_dir: Path) -> tuple[Any, Any]:
@@ -80,7 +80,7 @@ def read_run(run_dir: Path) -> tuple[Any, Any]:
 
     path = transcript_path(run_dir)
     if not path.is_file():
-        raise RunDirError(f"{run_dir}: not a run folder (no {TRANSCRIPT})")
+        raise RunDirError(f"{run_dir}: not a run folder (no {path.name})")
     events = read_transcript(path, allow_truncated_tail=True)
     header = events[0]
     assert isinstance(header, RunStarted)
@@ -198,7 +198,7 @@ def _previous_run(run_dir: Path) -> tuple[RunStarted, list[Event]]:
 
     path = transcript_path(run_dir)
     if not path.is_file():
-        raise RunDirError(f"{run_dir}: no {TRANSCRIPT} here to resume; give the folder of an earlier run")
+        raise RunDirError(f"{run_dir}: no {path.name} here to resume; give the folder of an earlier run")
     repair_truncated_tail(path)
     if not path.read_bytes().strip():
         raise RunDirError(

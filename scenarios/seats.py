@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from teachback.agents.endpoints import ENDPOINT_FIELDS, endpoint_record
+from teachback.transcripts.run_folder import file_seats
 
 TEACHER = "teacher"
 STUDENT = "student"
@@ -151,7 +152,7 @@ class RecordedStudent:
     namespace: str
     learning: str
     adapter: str | None = None
-    suffix: str = ""  # "" when the run had one student; "-<name>" names its files in a classroom
+    file_seat: str | None = None  # None when the run had one student; its name names its files in a classroom
     endpoint: dict[str, Any] = field(default_factory=dict)  # api_base, api_key_env, timeout, retries if set
 
 
@@ -171,6 +172,7 @@ def recorded_students(header: Any) -> list[RecordedStudent]:
                 "learning": "finetune" if model and resolve(model).is_local else "retrieval",
             }
         ]
+    seats = file_seats([str(r.get("name")) for r in records])
     return [
         RecordedStudent(
             name=str(r.get("name", STUDENT)),
@@ -178,8 +180,8 @@ def recorded_students(header: Any) -> list[RecordedStudent]:
             namespace=str(r.get("namespace") or header.scenario),
             learning=str(r.get("learning", "finetune")),
             adapter=r.get("adapter"),
-            suffix="" if len(records) == 1 else f"-{r.get('name')}",
+            file_seat=seat,
             endpoint={k: r[k] for k in ENDPOINT_FIELDS if r.get(k) is not None},
         )
-        for r in records
+        for r, seat in zip(records, seats, strict=True)
     ]

@@ -27,6 +27,7 @@ MODULES = [
     "teachback.memory.store",
     "teachback.errors",
     "teachback.transcripts.events",
+    "teachback.transcripts.run_folder",
 ]
 
 PACKAGES = [

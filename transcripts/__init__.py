@@ -5,6 +5,7 @@
     reader.py    read a transcript back, with one-line errors and schema migrations
     render.py    draw events in the terminal: a live view, or plain lines for pipes and CI
     replay.py    feed a recorded transcript to a renderer at the speed it happened
+    run_folder.py  RunFolder: the name of every file of a run folder (transcript, quiz, fine-tune, logs)
 
 Recorded runs land under `transcripts/runs/` (git-ignored) unless `--out` says otherwise.
 """

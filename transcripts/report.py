@@ -20,10 +20,8 @@ from typing import Any
 from teachback.errors import RunDirError
 from teachback.transcripts.charts import CHARTS, draw, usd
 from teachback.transcripts.events import Event
+from teachback.transcripts.run_folder import ReportFolder, RunFolder
 
-TRANSCRIPT = "transcript.jsonl"
-FINETUNE = "finetune.json"
-REPORT_DIR = "report"
 ROUND_FILE = re.compile(r"quiz-round-(\d+)\.json")
 
 
@@ -40,22 +38,24 @@ def load_run(run_dir: Path) -> RunFiles:
     """Read a run folder; raises RunDirError or TranscriptError with one line saying what is wrong."""
     from teachback.transcripts.reader import read_transcript
 
+    folder = RunFolder(run_dir)
+    transcript = folder.transcript
     if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: not a folder; give a run folder (one holding {TRANSCRIPT})")
-    if not (run_dir / TRANSCRIPT).is_file():
-        raise RunDirError(f"{run_dir}: not a run folder (no {TRANSCRIPT} here)")
-    events = read_transcript(run_dir / TRANSCRIPT, allow_truncated_tail=True)
+        raise RunDirError(f"{run_dir}: not a folder; give a run folder (one holding {transcript.name})")
+    if not transcript.is_file():
+        raise RunDirError(f"{run_dir}: not a run folder (no {transcript.name} here)")
+    events = read_transcript(transcript, allow_truncated_tail=True)
     rounds = sorted(
         (int(m.group(1)), p) for p in run_dir.glob("quiz-round-*.json") if (m := ROUND_FILE.fullmatch(p.name))
     )
-    quiz_files = [run_dir / "quiz-before.json", *(p for _, p in rounds), run_dir / "quiz-after.json"]
+    quiz_files = [folder.quiz("before"), *(p for _, p in rounds), folder.quiz("after")]
     quiz = []
     for path in quiz_files:
         data = _read_json(path)
         if data is not None:
             data["label"] = data.get("label") or path.stem.removeprefix("quiz-").replace("-", " ")
             quiz.append(data)
-    return RunFiles(events, quiz, _read_json(run_dir / FINETUNE))
+    return RunFiles(events, quiz, _read_json(folder.finetune()))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -79,25 +79,25 @@ def write_report(run_dir: Path, out: Path | None = None) -> list[Path]:
 
     files = load_run(run_dir)
     metrics = run_metrics(files.events, quiz=files.quiz, finetune=files.finetune)
-    out = out if out is not None else run_dir / REPORT_DIR
+    report = ReportFolder(out) if out is not None else RunFolder(run_dir).report
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        report.path.mkdir(parents=True, exist_ok=True)
         written = []
         charts: dict[str, bytes] = {}
         for name in CHARTS:
             png = draw(name, metrics)
-            path = out / f"{name}.png"
+            path = report.chart(name)
             if png is None:
                 path.unlink(missing_ok=True)  # a stale chart from an earlier report
                 continue
             charts[name] = png
             path.write_bytes(png)
             written.append(path)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
-        (out / "report.html").write_text(render_html(metrics, charts), encoding="utf-8")
+        report.metrics.write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
+        report.page.write_text(render_html(metrics, charts), encoding="utf-8")
     except OSError as e:
-        raise RunDirError(f"cannot write the report into {out}: {e.strerror}") from None
-    return [out / "report.html", *written, out / "metrics.json"]
+        raise RunDirError(f"cannot write the report into {report.path}: {e.strerror}") from None
+    return [report.page, *written, report.metrics]
 
 
 # --- the page -------------------------------------------------------------------------------------------

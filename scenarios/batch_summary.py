@@ -7,7 +7,8 @@
 
 Turns and acceptance come from the transcript's last `RunFinished` (a resumed run ends with the totals
 of all its parts); the quiz from `quiz-before.json` / `quiz-after.json` (`{"totals": {"score", "correct",
-"n"}}`) when the run folder has them. Anything missing shows as "–".
+"n"}}`) when the run folder has them, a classroom's per student (`quiz-before-<seat>.json`, shown as
+`ana 0.40 → 0.80 · ben – → 0.60`). Anything missing shows as "–".
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from teachback.scenarios.batch import Batch
-from teachback.transcripts.run_folder import RunFolder
+from teachback.transcripts.run_folder import RunFolder, student_file_seats
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from teachback.transcripts.events import RunFinished
+    from teachback.transcripts.events import Event, RunFinished
 
 NONE = "–"
 
@@ -42,24 +43,39 @@ class Row:
     error: str
 
 
-def last_finish(run_dir: Path) -> RunFinished | None:
-    """The transcript's last RunFinished event, or None (no transcript, or a run that never finished)."""
+def read_events(run_dir: Path) -> list[Event]:
+    """The run's events, or none (no transcript, or one that cannot be read)."""
     from teachback.errors import TranscriptError
-    from teachback.transcripts.events import RunFinished
     from teachback.transcripts.reader import read_transcript
 
     try:
-        events = read_transcript(RunFolder(run_dir).transcript, allow_truncated_tail=True)
+        return read_transcript(RunFolder(run_dir).transcript, allow_truncated_tail=True)
     except TranscriptError:
-        return None
-    return next((e for e in reversed(events) if isinstance(e, RunFinished)), None)
+        return []
+
+
+def last_finish(run_dir: Path) -> RunFinished | None:
+    """The transcript's last RunFinished event, or None (no transcript, or a run that never finished)."""
+    from teachback.transcripts.events import RunFinished
+
+    return next((e for e in reversed(read_events(run_dir)) if isinstance(e, RunFinished)), None)
 
 
 def quiz_score(run_dir: Path) -> str:
-    """`0.40 → 0.80` (before → after; `– → 0.80` with no quiz before), or "–"; from the quiz JSON files."""
+    """`0.40 → 0.80` (before → after; `– → 0.80` with no quiz before), or "–"; from the quiz JSON files.
+
+    A classroom's students each have their own: `ana 0.40 → 0.80 · ben – → 0.60`."""
+    events = read_events(run_dir)
+    seats = student_file_seats(events[0] if events else None)
+    scores = {seat: _quiz_score(RunFolder(run_dir), seat) for seat in seats}
+    if all(score == NONE for score in scores.values()):
+        return NONE
+    return " · ".join(score if seat is None else f"{seat} {score}" for seat, score in scores.items())
+
+
+def _quiz_score(folder: RunFolder, seat: str | None) -> str:
     scores = []
-    folder = RunFolder(run_dir)
-    for path in (folder.quiz("before"), folder.quiz("after")):
+    for path in (folder.quiz("before", seat), folder.quiz("after", seat)):
         try:
             totals = json.loads(path.read_text(encoding="utf-8"))["totals"]
             scores.append(f"{float(totals['score']):.2f}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -239,3 +240,52 @@ def test_finetune_gives_each_student_its_own_adapter(scenario_file, tmp_path) ->
         timeout=900,
     )
     assert one.returncode == 0 and (tmp_path / "ben.gguf").is_file()
+
+
+def test_the_report_and_the_batch_summary_show_each_students_quiz_and_fine_tune(
+    scenario_file, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A classroom writes `quiz-before-<seat>.json`, `quiz-after-<seat>.json` and `finetune-<seat>.json`;
+    the report and the batch summary read them (training faked: the files are the product's own)."""
+    from teachback.memory import finetune_command
+    from teachback.memory.finetune import TrainResult
+    from teachback.scenarios import quiz
+    from teachback.scenarios.batch_summary import quiz_score
+    from teachback.transcripts.report import write_report
+
+    run(scenario_file(turns=3, students=STUDENTS), tmp_path, three_turns())
+
+    def fake_quiz_student(items, model, *, adapter, judge_model, label):  # type: ignore[no-untyped-def]
+        answer = "Korrin" if label == "after-ana" else "I do not know"
+        item = quiz.QuizItemResult(
+            items[0].question, items[0].answer, answer, answer == "Korrin", 0.5, "", False
+        )
+        return quiz.QuizResult([item], label=label, student=model)
+
+    def fake_training(console, base, pairs, out, config, namespace, turns, student, curve, val_curve):  # type: ignore[no-untyped-def]
+        curve += [[1, 2.0], [2, 1.5]]
+        return TrainResult(out, [2.0, 1.5], [2.2, 1.7], 100.0, 1 << 20, 1.0, "", "", len(pairs), 0, 1, 2, 2)
+
+    monkeypatch.setattr(quiz, "quiz_student", fake_quiz_student)
+    monkeypatch.setattr(finetune_command, "_train_with_progress", fake_training)
+    folder = tmp_path / "run"
+    for seat in ("ana", "ben"):
+        request = finetune_command.FinetuneRequest(
+            run_dir=folder, seat=seat, memory_dir=tmp_path / "mem", out=tmp_path / f"{seat}.gguf"
+        )
+        finetune_command.train_from_memory(request, Console(file=io.StringIO()))
+    assert {"quiz-after-ana.json", "finetune-ben.json"} <= {p.name for p in folder.iterdir()}
+
+    paths = write_report(folder)
+    page = paths[0].read_text(encoding="utf-8")
+    assert "not run" not in page.lower()
+    for seat, after in (("ana", "1/1"), ("ben", "0/1")):
+        assert f"<div class='k'>quiz · {seat}</div><div class='v'>0/1 → {after}</div>" in page
+    assert {"quiz-ana.png", "quiz-ben.png", "finetune-ana.png", "finetune-ben.png"} <= {p.name for p in paths}
+    metrics = json.loads(paths[-1].read_text(encoding="utf-8"))
+    assert [(s["seat"], s["quiz"]["labels"]) for s in metrics["classroom"]] == [
+        ("ana", ["before-ana", "after-ana"]),
+        ("ben", ["before-ben", "after-ben"]),
+    ]
+    assert all(s["finetune"]["train_loss"] == [2.0, 1.5] for s in metrics["classroom"])
+    assert quiz_score(folder) == "ana 0.00 → 1.00 · ben 0.00 → 0.00"

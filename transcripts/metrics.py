@@ -45,6 +45,7 @@ LOCAL_PREFIXES = ("local/", "local:")
 TURN_EVENTS = (TurnStarted, TokenDelta, MessageDone, Verdict, PanelDecision, MemoryRecalled)  # of one turn
 
 Price = Callable[[str], "tuple[float, float] | None"]
+StudentFiles = tuple[str, Sequence[Mapping[str, Any]], "Mapping[str, Any] | None"]  # seat, quiz, fine-tune
 
 
 def run_metrics(
@@ -52,11 +53,14 @@ def run_metrics(
     *,
     quiz: Sequence[Mapping[str, Any]] = (),
     finetune: Mapping[str, Any] | None = None,
+    classroom: Sequence[StudentFiles] = (),
     price: Price | None = None,
 ) -> dict[str, Any]:
     """Every figure the report shows, as one JSON-serialisable dict (see the module docstring).
 
     `quiz` holds the quiz rounds in order (before, ..., after), each a quiz JSON document with a `label`.
+    A classroom's students have their own instead, in `classroom`: (seat, its quiz rounds, its fine-tune
+    record) each, figured in `metrics["classroom"]` (`student_learning`).
     Turns a resume played again count once (`without_abandoned`); tokens and cost count every message.
     """
     usage = usage_by_speaker(events, price or litellm_price)
@@ -73,12 +77,13 @@ def run_metrics(
         "scores": scores,
         "score_histogram": score_histogram(scores),
         "objectives": objective_acceptance(events),
-        "facts": fact_coverage(events, quiz),
+        "facts": fact_coverage(events, [*quiz, *(q for _seat, rounds, _ft in classroom for q in rounds)]),
         "students": student_acceptance(events),
         "timeline": timeline(events),
         "usage": usage,
         "finetune": finetune_part,
         "quiz": quiz_part,
+        "classroom": [student_learning(*student) for student in classroom],
         "notices": [
             {"t": e.t, "turn": e.turn, "level": e.level, "message": e.message}
             for e in events
@@ -484,6 +489,25 @@ def finetune_curves(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def student_learning(
+    seat: str, quiz: Sequence[Mapping[str, Any]], finetune: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """A classroom student's quiz and fine-tune, shaped as the run's own (`quiz`, `finetune` and the
+    totals' quiz and held-out loss), so the same charts and cards show them."""
+    quiz_part = quiz_comparison(quiz) if quiz else None
+    finetune_part = finetune_curves(finetune) if finetune is not None else None
+    before, after = quiz_ends(quiz_part)
+    return {
+        "seat": seat,
+        "quiz": quiz_part,
+        "finetune": finetune_part,
+        "quiz_before": before,
+        "quiz_after": after,
+        "val_loss_before": finetune_part["val_loss_before"] if finetune_part else None,
+        "val_loss_after": finetune_part["val_loss_after"] if finetune_part else None,
+    }
+
+
 def quiz_comparison(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The quiz rounds side by side, question by question (matched by question text, else position).
 
@@ -572,11 +596,16 @@ def totals(
         "val_loss_before": finetune.get("val_loss_before") if finetune else None,
         "val_loss_after": finetune.get("val_loss_after") if finetune else None,
     }
-    if quiz and quiz["totals"]:
-        out["quiz_before"] = _quiz_score(quiz["totals"][0])
-        if len(quiz["totals"]) > 1:
-            out["quiz_after"] = _quiz_score(quiz["totals"][-1])
+    out["quiz_before"], out["quiz_after"] = quiz_ends(quiz)
     return out
+
+
+def quiz_ends(quiz: Mapping[str, Any] | None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The first quiz round's score and the last one's (None without a quiz, or with one round only)."""
+    if not quiz or not quiz["totals"]:
+        return None, None
+    after = _quiz_score(quiz["totals"][-1]) if len(quiz["totals"]) > 1 else None
+    return _quiz_score(quiz["totals"][0]), after
 
 
 QUIZ_COUNTS = ("n", "correct", "keyword_items", "keyword_pass", "judge_accepted")

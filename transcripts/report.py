@@ -3,7 +3,8 @@
     write_report(Path("runs/r1"))   # -> [runs/r1/report/report.html, runs/r1/report/scores.png, ...]
 
 A run folder holds `transcript.jsonl` and, when those steps ran, `quiz-before.json`, `quiz-round-N.json`,
-`quiz-after.json` and `finetune.json`; the page says "not run" for a step without its file. The page has
+`quiz-after.json` and `finetune.json`; the page says "not run" for a step without its file. In a classroom
+each student has its own (`quiz-before-<seat>.json`, ...), shown student by student. The page has
 its charts inline as data URIs, its style inline, no script and no external address: it opens offline.
 """
 
@@ -20,9 +21,19 @@ from typing import Any
 from teachback.errors import RunDirError
 from teachback.transcripts.charts import CHARTS, draw, usd
 from teachback.transcripts.events import Event
-from teachback.transcripts.run_folder import ReportFolder, RunFolder
+from teachback.transcripts.run_folder import ReportFolder, RunFolder, seat_label, student_file_seats
 
 ROUND_FILE = re.compile(r"quiz-round-(\d+)\.json")
+STUDENT_CHARTS = ("finetune", "quiz")  # drawn once per student in a classroom
+
+
+@dataclass
+class StudentFiles:
+    """A classroom student's own quiz rounds and fine-tune record."""
+
+    seat: str
+    quiz: list[dict[str, Any]] = field(default_factory=list)  # before, after
+    finetune: dict[str, Any] | None = None
 
 
 @dataclass
@@ -32,6 +43,7 @@ class RunFiles:
     events: list[Event]
     quiz: list[dict[str, Any]] = field(default_factory=list)  # rounds in order: before, round 1.., after
     finetune: dict[str, Any] | None = None
+    classroom: list[StudentFiles] = field(default_factory=list)  # a classroom's students, each its own
 
 
 def load_run(run_dir: Path) -> RunFiles:
@@ -45,17 +57,34 @@ def load_run(run_dir: Path) -> RunFiles:
     if not transcript.is_file():
         raise RunDirError(f"{run_dir}: not a run folder (no {transcript.name} here)")
     events = read_transcript(transcript, allow_truncated_tail=True)
+    seats = student_file_seats(events[0] if events else None)
+    if seats != [None]:
+        classroom = [
+            StudentFiles(
+                seat,
+                _read_quiz([folder.quiz("before", seat), folder.quiz("after", seat)]),
+                _read_json(folder.finetune(seat)),
+            )
+            for seat in seats
+            if seat is not None
+        ]
+        return RunFiles(events, classroom=classroom)
     rounds = sorted(
         (int(m.group(1)), p) for p in run_dir.glob("quiz-round-*.json") if (m := ROUND_FILE.fullmatch(p.name))
     )
-    quiz_files = [folder.quiz("before"), *(p for _, p in rounds), folder.quiz("after")]
+    quiz = _read_quiz([folder.quiz("before"), *(p for _, p in rounds), folder.quiz("after")])
+    return RunFiles(events, quiz, _read_json(folder.finetune()))
+
+
+def _read_quiz(paths: list[Path]) -> list[dict[str, Any]]:
+    """The quiz rounds of those files that exist, in order, each with a label (its file's by default)."""
     quiz = []
-    for path in quiz_files:
+    for path in paths:
         data = _read_json(path)
         if data is not None:
             data["label"] = data.get("label") or path.stem.removeprefix("quiz-").replace("-", " ")
             quiz.append(data)
-    return RunFiles(events, quiz, _read_json(folder.finetune()))
+    return quiz
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -78,19 +107,23 @@ def write_report(run_dir: Path, out: Path | None = None) -> list[Path]:
     from teachback.transcripts.metrics import run_metrics
 
     files = load_run(run_dir)
-    metrics = run_metrics(files.events, quiz=files.quiz, finetune=files.finetune)
+    classroom = [(s.seat, s.quiz, s.finetune) for s in files.classroom]
+    metrics = run_metrics(files.events, quiz=files.quiz, finetune=files.finetune, classroom=classroom)
     report = ReportFolder(out) if out is not None else RunFolder(run_dir).report
     try:
         report.path.mkdir(parents=True, exist_ok=True)
         written = []
         charts: dict[str, bytes] = {}
-        for name in CHARTS:
-            png = draw(name, metrics)
-            path = report.chart(name)
+        drawn = [(name, name, metrics) for name in CHARTS]
+        for student in metrics["classroom"]:  # each student's own quiz and fine-tune: quiz-ana.png, ...
+            drawn += [(seat_label(name, student["seat"]), name, student) for name in STUDENT_CHARTS]
+        for key, name, figures in drawn:
+            png = draw(name, figures)
+            path = report.chart(key)
             if png is None:
                 path.unlink(missing_ok=True)  # a stale chart from an earlier report
                 continue
-            charts[name] = png
+            charts[key] = png
             path.write_bytes(png)
             written.append(path)
         report.metrics.write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -151,11 +184,14 @@ def _section(key: str, title: str, body: str) -> str:
     return f"<section id='{key}'><h2>{_e(title)}</h2>{body}</section>"
 
 
-def _chart(charts: dict[str, bytes], name: str) -> str:
-    if name not in charts:
-        return f"<p class='empty'>{_e(CHARTS[name])}: no data in this run.</p>"
-    data = base64.b64encode(charts[name]).decode("ascii")
-    return f"<figure><img alt='{_e(CHARTS[name])}' src='data:image/png;base64,{data}'></figure>"
+def _chart(charts: dict[str, bytes], key: str, name: str | None = None) -> str:
+    """The chart drawn as `key` (`quiz`, or `quiz-ana` for a classroom's student) with the title of chart
+    `name` (default: `key`)."""
+    title = CHARTS[name or key]
+    if key not in charts:
+        return f"<p class='empty'>{_e(title)}: no data in this run.</p>"
+    data = base64.b64encode(charts[key]).decode("ascii")
+    return f"<figure><img alt='{_e(title)}' src='data:image/png;base64,{data}'></figure>"
 
 
 def _not_run(what: str, how: str) -> str:
@@ -221,23 +257,39 @@ def _cards(m: dict[str, Any]) -> str:
         ),
         ("cost", _cost(t["cost_usd"]), f"run took {m['run']['duration_s']:.0f} s"),
     ]
-    qb, qa = t["quiz_before"], t["quiz_after"]
-    if qb:
-        after = f" → {_quiz_figure(qa)}" if qa else ""
-        cards.append(("quiz", f"{_quiz_figure(qb)}{after}", "correct, before → after"))
+    if m["classroom"]:
+        for student in m["classroom"]:
+            cards += _learning_cards(student, student["seat"])
     else:
-        cards.append(("quiz", "not run", "no quiz file in the run folder"))
-    if t["val_loss_before"] is not None or t["val_loss_after"] is not None:
-        cards.append(
-            ("held-out loss", f"{_num(t['val_loss_before'])} → {_num(t['val_loss_after'])}", "fine-tune")
-        )
-    else:
-        cards.append(("fine-tune", "not run", "no finetune.json in the run folder"))
+        cards += _learning_cards(t)
     return "".join(
         f"<div class='card'><div class='k'>{_e(k)}</div><div class='v'>{_e(v)}</div>"
         f"<div class='d'>{_e(d)}</div></div>"
         for k, v, d in cards
     )
+
+
+def _learning_cards(f: dict[str, Any], seat: str | None = None) -> list[tuple[str, str, str]]:
+    """The quiz and fine-tune cards of the run's student (the totals), or of a classroom's `seat` (its
+    figures in `classroom`), named `quiz · ana`."""
+    named = (lambda card: f"{card} · {seat}") if seat else (lambda card: card)
+    cards = []
+    qb, qa = f["quiz_before"], f["quiz_after"]
+    if qb:
+        after = f" → {_quiz_figure(qa)}" if qa else ""
+        cards.append((named("quiz"), f"{_quiz_figure(qb)}{after}", "correct, before → after"))
+    else:
+        cards.append((named("quiz"), "not run", "no quiz file in the run folder"))
+    if f["val_loss_before"] is not None or f["val_loss_after"] is not None:
+        loss = f"{_num(f['val_loss_before'])} → {_num(f['val_loss_after'])}"
+        cards.append((named("held-out loss"), loss, "fine-tune"))
+    else:
+        cards.append((named("fine-tune"), "not run", f"no {_finetune_file(seat)} in the run folder"))
+    return cards
+
+
+def _finetune_file(seat: str | None) -> str:
+    return RunFolder(Path()).finetune(seat).name
 
 
 def _quiz_figure(q: dict[str, Any]) -> str:
@@ -374,9 +426,22 @@ def _usage_table(m: dict[str, Any]) -> str:
 
 
 def _finetune_body(m: dict[str, Any], charts: dict[str, bytes]) -> str:
-    ft = m["finetune"]
+    """The fine-tune of the run's student, or of each student of a classroom under its name."""
+    if m["classroom"]:
+        return "".join(
+            f"<h3>{_e(s['seat'])}</h3>"
+            + _finetune_of(
+                s["finetune"], _chart(charts, seat_label("finetune", s["seat"]), "finetune"), s["seat"]
+            )
+            for s in m["classroom"]
+        )
+    return _finetune_of(m["finetune"], _chart(charts, "finetune"))
+
+
+def _finetune_of(ft: dict[str, Any] | None, chart: str, seat: str | None = None) -> str:
     if ft is None:
-        return _not_run("No finetune.json in the run folder. Train the student with", "teachback finetune")
+        where = f"No {_finetune_file(seat)} in the run folder. Train the student with"
+        return _not_run(where, "teachback finetune")
     facts = [
         ("held-out loss before", _num(ft["val_loss_before"], "{:.3f}")),
         ("held-out loss after", _num(ft["val_loss_after"], "{:.3f}")),
@@ -388,13 +453,25 @@ def _finetune_body(m: dict[str, Any], charts: dict[str, bytes]) -> str:
     ]
     facts += [(f"config {k}", v) for k, v in ft["config"].items()]
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
-    return _chart(charts, "finetune") + f"<dl class='facts'>{dl}</dl>"
+    return chart + f"<dl class='facts'>{dl}</dl>"
 
 
 def _quiz_body(m: dict[str, Any], charts: dict[str, bytes]) -> str:
-    quiz = m["quiz"]
+    """The quiz of the run's student, or of each student of a classroom under its name."""
+    if m["classroom"]:
+        return "".join(
+            f"<h3>{_e(s['seat'])}</h3>"
+            + _quiz_of(s["quiz"], _chart(charts, seat_label("quiz", s["seat"]), "quiz"), s["seat"])
+            for s in m["classroom"]
+        )
+    return _quiz_of(m["quiz"], _chart(charts, "quiz"))
+
+
+def _quiz_of(quiz: dict[str, Any] | None, chart: str, seat: str | None = None) -> str:
     if quiz is None:
-        return _not_run("No quiz-before.json or quiz-after.json in the run folder.", "teachback quiz")
+        run = RunFolder(Path())
+        files = f"{run.quiz('before', seat).name} or {run.quiz('after', seat).name}"
+        return _not_run(f"No {files} in the run folder.", "teachback quiz")
     labels = quiz["labels"]
     head = "<tr><th>question</th>" + "".join(f"<th>{_e(label)}</th>" for label in labels) + "<th>Δ</th></tr>"
     rows = []
@@ -425,10 +502,7 @@ def _quiz_body(m: dict[str, Any], charts: dict[str, bytes]) -> str:
         f"<dt>{_e(label)}</dt><dd>{_e(_quiz_totals(t))}</dd>"
         for label, t in zip(labels, quiz["totals"], strict=True)
     )
-    return (
-        _chart(charts, "quiz")
-        + f"<dl class='facts'>{totals}</dl><table class='quiz'>{head}{''.join(rows)}</table>"
-    )
+    return chart + f"<dl class='facts'>{totals}</dl><table class='quiz'>{head}{''.join(rows)}</table>"
 
 
 def _quiz_totals(t: dict[str, Any]) -> str:
@@ -470,6 +544,7 @@ body { margin: 0; background: var(--bg); color: var(--ink);
 header, main, footer { max-width: 1100px; margin: 0 auto; padding: 0 24px; }
 header { padding-top: 28px; }
 h1 { font-size: 28px; margin: 0; display: flex; align-items: center; gap: 12px; }
+h3 { font-size: 16px; margin: 18px 0 8px; }
 h2 { font-size: 19px; margin: 0 0 12px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
 .sub { color: var(--muted); margin: 2px 0 14px; }
 .meta { display: grid; grid-template-columns: 1fr 1fr; gap: 8px 32px; }

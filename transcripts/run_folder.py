@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -86,3 +87,10 @@ def file_seats(students: Sequence[str]) -> list[str | None]:
     ([None], ['ana', 'ben'])
     """
     return [None] if len(students) == 1 else list(students)
+
+
+def student_file_seats(header: Any) -> list[str | None]:
+    """The seats a run's students name their files by, from its header (`RunStarted.seats`); one unnamed
+    seat for a run with one student, or a header from before seats (or none: a transcript that is gone)."""
+    names = [str(s.get("name")) for s in getattr(header, "seats", None) or [] if s.get("role") == "student"]
+    return file_seats(names) if names else [None]

@@ -406,12 +406,20 @@ def test_report_escapes_the_dialogue(tmp_path: Path) -> None:
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page
 
 
-def test_quiz_rounds_are_read_in_order(tmp_path: Path) -> None:
-    run = write_run(tmp_path / "run")
-    for n in (10, 2):
-        data = dict(QUIZ_AFTER, label=None) if n == 10 else dict(QUIZ_AFTER, label="mid")
-        (run / f"quiz-round-{n}.json").write_text(json.dumps(data), encoding="utf-8")
-    assert [q["label"] for q in load_run(run).quiz] == ["before", "mid", "round 10", "after"]
+def test_a_round_shows_the_quiz_after_every_round_so_far(tmp_path: Path) -> None:
+    """Learning rounds write `rounds/round-N/` run folders (scenarios/rounds.py); round N's report reads the
+    quiz before round 1 and after each round up to N. A `round-N` folder with no rounds beside it is a run."""
+    for n in (1, 2, 3):
+        write_run(tmp_path / "rounds" / f"round-{n}")
+    (tmp_path / "rounds" / "round-1" / "quiz-after.json").write_text(
+        json.dumps(dict(QUIZ_AFTER, label="mid"))
+    )
+    assert [q["label"] for q in load_run(tmp_path / "rounds" / "round-2").quiz] == [
+        "before",
+        "round 1",
+        "round 2",
+    ]
+    assert [q["label"] for q in load_run(write_run(tmp_path / "round-2")).quiz] == ["before", "after"]
 
 
 def test_report_errors_are_one_line(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -84,4 +85,45 @@ def test_two_rounds_train_on_all_rounds_and_carry_the_adapter(scenario_file, tmp
     assert (
         json.loads((second.run_dir / "quiz-before.json").read_text())["items"]
         == json.loads((first.run_dir / "quiz-after.json").read_text())["items"]
+    )
+
+
+def test_the_report_of_a_round_shows_the_quiz_after_every_round_so_far(
+    scenario_file, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rounds write `round-N/quiz-before.json` and `quiz-after.json` (nothing writes `quiz-round-N.json`):
+    the report of round N shows the quiz before round 1 and after each round up to N (training faked)."""
+    from teachback.memory import finetune_command
+    from teachback.memory.finetune import TrainResult
+    from teachback.scenarios import quiz
+    from teachback.transcripts.report import load_run, write_report
+
+    answers = iter(["I do not know", "Korrin?", "Korrin", "Korrin"])  # before, round 1, round 2, ceiling
+
+    def fake_quiz_student(items, model, *, adapter, judge_model, label, **_):  # type: ignore[no-untyped-def]
+        answer = next(answers)
+        item = quiz.QuizItemResult(
+            items[0].question, items[0].answer, answer, answer == "Korrin", 0.5, "", False
+        )
+        return quiz.QuizResult([item], label=label, student=model)
+
+    def fake_training(console, base, pairs, out, config, namespace, turns, student, curve, val_curve):  # type: ignore[no-untyped-def]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(b"adapter")
+        return TrainResult(out, [2.0], [2.2, 1.7], 100.0, 1 << 20, 1.0, "", "", len(pairs), 0, 1, 1, 1)
+
+    monkeypatch.setattr(quiz, "quiz_student", fake_quiz_student)
+    monkeypatch.setattr(finetune_command, "_train_with_progress", fake_training)
+    request = RunRequest(
+        scenario=str(scenario_file(turns=2)), out=tmp_path / "rounds", plain=True, memory_dir=tmp_path / "mem"
+    )
+    first, second = run_rounds(request, 2, Console(width=120, file=io.StringIO()), clients=scripted)
+    assert not list((tmp_path / "rounds").rglob("quiz-round-*.json"))
+
+    assert [q["label"] for q in load_run(first.run_dir).quiz] == ["before", "round 1"]
+    assert [q["label"] for q in load_run(second.run_dir).quiz] == ["before", "round 1", "round 2"]
+    metrics = json.loads(write_report(second.run_dir)[-1].read_text(encoding="utf-8"))
+    assert [(t["correct"], t["n"]) for t in metrics["quiz"]["totals"]] == [(0, 1), (0, 1), (1, 1)]
+    assert (
+        metrics["totals"]["quiz_before"]["correct"] == 0 and metrics["totals"]["quiz_after"]["correct"] == 1
     )

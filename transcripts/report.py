@@ -2,9 +2,10 @@
 
     write_report(Path("runs/r1"))   # -> [runs/r1/report/report.html, runs/r1/report/scores.png, ...]
 
-A run folder holds `transcript.jsonl` and, when those steps ran, `quiz-before.json`, `quiz-round-N.json`,
-`quiz-after.json` and `finetune.json`; the page says "not run" for a step without its file. In a classroom
-each student has its own (`quiz-before-<seat>.json`, ...), shown student by student. The page has
+A run folder holds `transcript.jsonl` and, when those steps ran, `quiz-before.json`, `quiz-after.json` and
+`finetune.json`; the page says "not run" for a step without its file. In a classroom each student has its
+own (`quiz-before-<seat>.json`, ...), shown student by student. The report of round N of learning rounds
+(`rounds/round-N/`) shows the quiz before round 1 and after each round up to N. The page has
 its charts inline as data URIs, its style inline, no script and no external address: it opens offline.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,6 @@ from teachback.transcripts.charts import CHARTS, draw, usd
 from teachback.transcripts.events import Event
 from teachback.transcripts.run_folder import ReportFolder, RunFolder, seat_label, student_file_seats
 
-ROUND_FILE = re.compile(r"quiz-round-(\d+)\.json")
 STUDENT_CHARTS = ("finetune", "quiz")  # drawn once per student in a classroom
 
 
@@ -32,7 +31,7 @@ class StudentFiles:
     """A classroom student's own quiz rounds and fine-tune record."""
 
     seat: str
-    quiz: list[dict[str, Any]] = field(default_factory=list)  # before, after
+    quiz: list[dict[str, Any]] = field(default_factory=list)  # as RunFiles.quiz
     finetune: dict[str, Any] | None = None
 
 
@@ -41,7 +40,7 @@ class RunFiles:
     """What a run folder holds, read and parsed."""
 
     events: list[Event]
-    quiz: list[dict[str, Any]] = field(default_factory=list)  # rounds in order: before, round 1.., after
+    quiz: list[dict[str, Any]] = field(default_factory=list)  # before, after (rounds: before, round 1..N)
     finetune: dict[str, Any] | None = None
     classroom: list[StudentFiles] = field(default_factory=list)  # a classroom's students, each its own
 
@@ -60,29 +59,28 @@ def load_run(run_dir: Path) -> RunFiles:
     seats = student_file_seats(events[0] if events else None)
     if seats != [None]:
         classroom = [
-            StudentFiles(
-                seat,
-                _read_quiz([folder.quiz("before", seat), folder.quiz("after", seat)]),
-                _read_json(folder.finetune(seat)),
-            )
+            StudentFiles(seat, _read_quiz(folder, seat), _read_json(folder.finetune(seat)))
             for seat in seats
             if seat is not None
         ]
         return RunFiles(events, classroom=classroom)
-    rounds = sorted(
-        (int(m.group(1)), p) for p in run_dir.glob("quiz-round-*.json") if (m := ROUND_FILE.fullmatch(p.name))
-    )
-    quiz = _read_quiz([folder.quiz("before"), *(p for _, p in rounds), folder.quiz("after")])
-    return RunFiles(events, quiz, _read_json(folder.finetune()))
+    return RunFiles(events, _read_quiz(folder), _read_json(folder.finetune()))
 
 
-def _read_quiz(paths: list[Path]) -> list[dict[str, Any]]:
-    """The quiz rounds of those files that exist, in order, each with a label (its file's by default)."""
+def _read_quiz(folder: RunFolder, seat: str | None = None) -> list[dict[str, Any]]:
+    """The student's quizzes that were taken, in order, each with a label: before and after the run, or
+    before round 1 and after each round so far for a round of learning rounds."""
+    rounds = folder.rounds_so_far()
+    if rounds:
+        files = [(rounds[0].quiz("before", seat), seat_label("before", seat))]
+        files += [(r.quiz("after", seat), seat_label(f"round {n}", seat)) for n, r in enumerate(rounds, 1)]
+    else:
+        files = [(folder.quiz("before", seat), None), (folder.quiz("after", seat), None)]
     quiz = []
-    for path in paths:
+    for path, label in files:
         data = _read_json(path)
         if data is not None:
-            data["label"] = data.get("label") or path.stem.removeprefix("quiz-").replace("-", " ")
+            data["label"] = label or data.get("label") or path.stem.removeprefix("quiz-").replace("-", " ")
             quiz.append(data)
     return quiz
 

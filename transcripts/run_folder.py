@@ -14,6 +14,7 @@ names its own by its seat (`file_seats`), and so does the label its quiz carries
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,15 @@ class RunFolder:
     def round(self, number: int) -> RunFolder:
         """Round `number` of learning rounds, a run folder of its own inside this folder."""
         return RunFolder(self.path / f"round-{number}")
+
+    def rounds_so_far(self) -> list[RunFolder]:
+        """Rounds 1..N when this folder is round N of learning rounds (`round-N` beside rounds 1..N-1, each
+        a run folder); none for a run of its own."""
+        number = re.fullmatch(r"round-([1-9][0-9]*)", self.path.name)
+        if number is None:
+            return []
+        rounds = [RunFolder(self.path.parent).round(n) for n in range(1, int(number.group(1)) + 1)]
+        return rounds if all(r.transcript.is_file() for r in rounds) else []
 
 
 @dataclass(frozen=True)

@@ -400,6 +400,15 @@ def test_report_says_not_run_for_missing_quiz_and_finetune(tmp_path: Path) -> No
     assert page.count("Not run.") == 2 and not (run / "report").exists()
 
 
+def test_a_fine_tune_with_nothing_held_out_shows_its_training_loss(tmp_path: Path) -> None:
+    """val_split 0 is the default: finetune.json then has no held-out loss, and the fine-tune still ran."""
+    run = write_run(tmp_path / "run", finetune=False)
+    held_nothing = {k: v for k, v in FINETUNE.items() if not k.startswith("val_")}
+    (run / "finetune.json").write_text(json.dumps(held_nothing), encoding="utf-8")
+    page = write_report(run)[0].read_text(encoding="utf-8")
+    assert "not run" not in page.lower() and "2.80 → 1.60" in page
+
+
 def test_report_escapes_the_dialogue(tmp_path: Path) -> None:
     events = [header(), msg(1, 1, "teacher", "answer", "<script>alert(1)</script> & co", 3, 0.5)]
     page = (write_report(write_run(tmp_path / "run", events))[0]).read_text(encoding="utf-8")

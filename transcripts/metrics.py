@@ -505,7 +505,13 @@ def student_learning(
         "quiz_after": after,
         "val_loss_before": finetune_part["val_loss_before"] if finetune_part else None,
         "val_loss_after": finetune_part["val_loss_after"] if finetune_part else None,
+        "train_loss_ends": _ends(finetune_part["train_loss"]) if finetune_part else None,
     }
+
+
+def _ends(losses: Sequence[Any]) -> list[float] | None:
+    """The first and last epoch's training loss, or None when the fine-tune recorded none."""
+    return [losses[0], losses[-1]] if losses else None
 
 
 def quiz_comparison(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -595,6 +601,7 @@ def totals(
         "quiz_after": None,
         "val_loss_before": finetune.get("val_loss_before") if finetune else None,
         "val_loss_after": finetune.get("val_loss_after") if finetune else None,
+        "train_loss_ends": _ends(finetune_curves(finetune)["train_loss"]) if finetune else None,
     }
     out["quiz_before"], out["quiz_after"] = quiz_ends(quiz)
     return out

@@ -281,6 +281,9 @@ def _learning_cards(f: dict[str, Any], seat: str | None = None) -> list[tuple[st
     if f["val_loss_before"] is not None or f["val_loss_after"] is not None:
         loss = f"{_num(f['val_loss_before'])} → {_num(f['val_loss_after'])}"
         cards.append((named("held-out loss"), loss, "fine-tune"))
+    elif f.get("train_loss_ends"):  # nothing held out (the default): the training loss tells it ran
+        first, last = f["train_loss_ends"]
+        cards.append((named("train loss"), f"{_num(first)} → {_num(last)}", "fine-tune, first → last epoch"))
     else:
         cards.append((named("fine-tune"), "not run", f"no {_finetune_file(seat)} in the run folder"))
     return cards

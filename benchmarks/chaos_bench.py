@@ -50,6 +50,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests/fake_openai.py
 
+from teachback.processes import marked_processes  # noqa: E402
 from tests.fake_openai import FakeOpenAI, teaching_reply  # noqa: E402
 
 TEACHBACK = [sys.executable, "-m", "teachback.cli"]
@@ -181,24 +182,11 @@ def accepted_so_far(run_dir: Path) -> set[tuple[str, str]]:
     return {(e.question, e.answer) for e in events if isinstance(e, TurnAccepted)}
 
 
-def marked(mark: str) -> list[int]:
-    """The processes whose environment holds `mark`: a killed run's children, if any outlived it."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if mark.encode() in (entry / "environ").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 def orphans_after(mark: str, grace: float = ORPHAN_GRACE_S) -> int:
     deadline = time.monotonic() + grace
-    while marked(mark) and time.monotonic() < deadline:
+    while marked_processes(mark) and time.monotonic() < deadline:
         time.sleep(0.1)
-    left = marked(mark)
+    left = marked_processes(mark)
     for pid in left:  # ours: the bench started them (through the run); do not leave them behind
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)

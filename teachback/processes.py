@@ -92,3 +92,20 @@ def running(process: Any) -> bool:
     started = process.get("started")
     now = started_ticks(pid)
     return now is not None and (started is None or now == started)
+
+
+def marked_processes(mark: str) -> list[int]:
+    """The pids (this one excepted) whose environment holds `mark`: what a process started with that
+    mark in its environment, and what those started in turn (Linux /proc; empty elsewhere)."""
+    from pathlib import Path
+
+    pids = []
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if mark.encode() in (entry / "environ").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids

@@ -19,7 +19,7 @@ import pytest
 
 from teachback.cli import main
 from teachback.errors import BatchError
-from teachback.processes import running, this_process
+from teachback.processes import marked_processes, running, this_process
 from teachback.scenarios.batch import Batch, BatchOptions, Job
 from tests.fake_openai import FakeOpenAI, teaching_reply
 
@@ -184,19 +184,6 @@ def fake_scenario(folder: Path, name: str, api_base: str, turns: int = 3) -> Pat
     return path
 
 
-def marked(mark: str) -> list[int]:
-    """The processes whose environment holds `mark`: what a batch started, and what they started."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if mark.encode() in (entry / "environ").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 @pytest.mark.real
 def test_a_sigkilled_batch_leaves_no_process_and_its_resume_finishes_the_runs(
     tmp_path: Path, fake_cast: FakeOpenAI
@@ -216,13 +203,13 @@ def test_a_sigkilled_batch_leaves_no_process_and_its_resume_finishes_the_runs(
         while not all(t.is_file() and "turn_started" in t.read_text() for t in transcripts):
             assert batch.poll() is None and time.monotonic() < deadline, "the runs never started"
             time.sleep(0.2)
-        children = marked(mark)
+        children = marked_processes(mark)
         assert len(children) >= 3  # the memory server and two runs
     finally:
         batch.send_signal(signal.SIGKILL)
         batch.wait()
     assert gone_within(children, 10.0) == []
-    assert marked(mark) == []
+    assert marked_processes(mark) == []
 
     jobs = Batch.load(out).jobs
     assert [job.status for job in jobs] == ["interrupted", "interrupted"]
@@ -232,4 +219,4 @@ def test_a_sigkilled_batch_leaves_no_process_and_its_resume_finishes_the_runs(
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert [job.status for job in Batch.load(out).jobs] == ["done", "done"]
-    assert marked(mark) == []
+    assert marked_processes(mark) == []

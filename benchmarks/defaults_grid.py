@@ -43,7 +43,7 @@ def main() -> int:
     from rich.console import Console
 
     from teachback.memory.finetune import TrainConfig
-    from teachback.memory.finetune_command import FinetuneRequest, train_from_memory
+    from teachback.scenarios.finetune_student import FinetuneRequest, train_from_memory
 
     grid = parse_grid(args.grid)
     seeds = [int(s) for s in args.seeds.split(",")]

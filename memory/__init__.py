@@ -6,8 +6,10 @@
     retrieval.py   StoreMemory: the store as an autogen `Memory`, for students that cannot be fine-tuned
     commands.py    `teachback memory stats|search|list|export|delete`
     sink.py        MemorySink: accepted turns from a run's event stream into the store, crash backfill
+    server.py      a memory folder served over HTTP behind a token (chromadb's own server)
+    chroma_server.py  ChromaServer: that server on a free loopback port for a batch's runs, stopped with it
+    adapters.py    the registry of trained adapters (`adapter: latest`); adapters_command.py lists them
     finetune.py    train_lora: accepted turns -> a GGUF LoRA adapter, trained inside llama.cpp
-    finetune_command.py  `teachback finetune`: the memory's turns -> train_lora, with a progress bar
     lora.py        the adapter's GGUF files: initial, trained, written atomically
     llama_train.py ctypes bindings to llama.cpp's training API (llama_opt_*, ggml-opt)
 

@@ -197,15 +197,15 @@ def _make_executor(options: Any) -> Any:
 @contextlib.contextmanager
 def _memory_for_runs(options: Any, batch_dir: Path) -> Iterator[tuple[Any, str | None]]:
     """The options the runs get, and the memory token for their environment: a local memory folder is
-    served on loopback, behind a fresh token, while runs overlap (batch_memory.py).
+    served on loopback, behind a fresh token, while runs overlap (memory/chroma_server.py).
 
     So is a lone Ray run's: a Ray worker does not start in this folder. A server of your own
     (`--memory-url`) gets the token in this environment's $TEACHBACK_MEMORY_TOKEN, if any.
     """
     import os
 
+    from teachback.memory.chroma_server import ChromaServer
     from teachback.memory.store import DEFAULT_DIR, MEMORY_TOKEN_ENV
-    from teachback.scenarios.batch_memory import ChromaServer
 
     if options.no_memory or options.memory_url or (options.executor == "local" and options.concurrency < 2):
         own_server = options.memory_url and not options.no_memory

@@ -141,7 +141,7 @@ def run_rounds(
     TrainConfig (default: the `teachback finetune` defaults); `clients(round)` replaces the dialogue's
     model clients (tests)."""
     from teachback.memory.finetune import TrainConfig
-    from teachback.memory.finetune_command import FinetuneRequest, train_from_memory
+    from teachback.scenarios.finetune_student import FinetuneRequest, train_from_memory
     from teachback.scenarios.quiz import scenario_quiz
     from teachback.scenarios.run import read_run, run_scenario
     from teachback.scenarios.seats import recorded_students

@@ -163,7 +163,7 @@ def seats_for_run(
     """The run's teachers and students: the scenario's seats with the models and adapters that the command
     line, or the header of the run being resumed, name. A model given on the command line for a role
     seats every seat of that role on it; adapters are resolved to files (a missing one fails here)."""
-    from teachback.agents.cast import resolve_adapter
+    from teachback.scenarios.cast import resolve_adapter
     from teachback.scenarios.seats import student_seats, teacher_seats
 
     recorded = {(s.get("role"), s.get("name")): s for s in header.seats} if header else {}
@@ -246,13 +246,14 @@ def run_scenario(
     request: RunRequest, console: Console, *, clients: dict[str, ChatCompletionClient] | None = None
 ) -> Path:
     """Run (or resume) a scenario, rendering it live; returns the run folder. Ctrl-C propagates."""
-    from teachback.agents.cast import ROLES, build_cast, resolve_adapter
+    from teachback.agents.cast import ROLES
     from teachback.agents.endpoints import client_options, endpoint_record
     from teachback.agents.grounding import Knowledge
     from teachback.agents.judge import Rubric
     from teachback.agents.llama_server import ServerPool
     from teachback.agents.models import check_litellm_model, resolve
     from teachback.memory.sink import MemorySink
+    from teachback.scenarios.cast import build_cast, resolve_adapter
     from teachback.scenarios.curriculum import Curriculum
     from teachback.scenarios.director import Director, Progress
     from teachback.scenarios.loader import find_scenario, load_scenario

@@ -282,10 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_base_options(mod, ROLES)
     mod.set_defaults(func=cmd_models)
 
-    from teachback.agents import judge_eval
-    from teachback.memory import adapters_command, finetune_command
+    from teachback.memory import adapters_command
     from teachback.memory import commands as memory_commands
-    from teachback.scenarios import quiz_command
+    from teachback.scenarios import finetune_command, judge_eval, quiz_command
 
     memory_commands.register(sub)
     finetune_command.register(sub)

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from teachback.agents.cast import resolve_adapter
 from teachback.cli import main
 from teachback.errors import ModelError
 from teachback.memory import lora
 from teachback.memory.adapters import ADAPTERS_DIR, latest_adapter, list_adapters
 from teachback.memory.finetune import sha256_file
+from teachback.scenarios.cast import resolve_adapter
 
 
 def adapter(path: Path, base: Path, created: str, namespace: str = "vellmar", **extra: object) -> Path:

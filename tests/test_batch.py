@@ -246,7 +246,7 @@ def test_mistakes_are_one_line_and_start_nothing(argv, message, tmp_path: Path, 
 def test_an_unreachable_memory_server_and_a_missing_ray_are_one_line(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    from teachback.scenarios.batch_memory import free_port
+    from teachback.processes import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     assert main(["batch", "invented-domain", "--memory-url", url]) == 2
@@ -319,8 +319,8 @@ def test_real_local_batch_reports_a_failed_run_and_finishes_the_other(tmp_path: 
 def test_real_ray_batch_shares_one_chroma_server(tmp_path: Path) -> None:
     """The issue's test: two short scenarios on a local Ray, sharing a real `chroma run` on loopback."""
     pytest.importorskip("ray")
+    from teachback.memory.chroma_server import ChromaServer
     from teachback.memory.store import MemoryStore
-    from teachback.scenarios.batch_memory import ChromaServer
 
     copy = scenario_copy(tmp_path / "s", "vellmar-copy")  # another namespace, the same knowledge
     out = tmp_path / "b"

@@ -247,9 +247,8 @@ def test_the_report_and_the_batch_summary_show_each_students_quiz_and_fine_tune(
 ) -> None:
     """A classroom writes `quiz-before-<seat>.json`, `quiz-after-<seat>.json` and `finetune-<seat>.json`;
     the report and the batch summary read them (training faked: the files are the product's own)."""
-    from teachback.memory import finetune_command
     from teachback.memory.finetune import TrainResult
-    from teachback.scenarios import quiz
+    from teachback.scenarios import finetune_student, quiz
     from teachback.scenarios.batch_summary import quiz_score
     from teachback.transcripts.report import write_report
 
@@ -267,13 +266,13 @@ def test_the_report_and_the_batch_summary_show_each_students_quiz_and_fine_tune(
         return TrainResult(out, [2.0, 1.5], [2.2, 1.7], 100.0, 1 << 20, 1.0, "", "", len(pairs), 0, 1, 2, 2)
 
     monkeypatch.setattr(quiz, "quiz_student", fake_quiz_student)
-    monkeypatch.setattr(finetune_command, "_train_with_progress", fake_training)
+    monkeypatch.setattr(finetune_student, "_train_with_progress", fake_training)
     folder = tmp_path / "run"
     for seat in ("ana", "ben"):
-        request = finetune_command.FinetuneRequest(
+        request = finetune_student.FinetuneRequest(
             run_dir=folder, seat=seat, memory_dir=tmp_path / "mem", out=tmp_path / f"{seat}.gguf"
         )
-        finetune_command.train_from_memory(request, Console(file=io.StringIO()))
+        finetune_student.train_from_memory(request, Console(file=io.StringIO()))
     assert {"quiz-after-ana.json", "finetune-ben.json"} <= {p.name for p in folder.iterdir()}
 
     paths = write_report(folder)

@@ -21,7 +21,7 @@ MODULES = [
     "teachback.scenarios.panel",
     "teachback.scenarios.quiz",
     "teachback.agents.judge",
-    "teachback.agents.judge_eval",
+    "teachback.scenarios.judge_eval",
     "teachback.memory.embeddings",
     "teachback.memory.export",
     "teachback.memory.store",

@@ -82,8 +82,8 @@ def test_finetune_filters_that_leave_nothing_are_one_line_errors(
 
 
 def test_select_turns_filters_by_objective_score_and_run(scenario_file, tmp_path: Path) -> None:
-    from teachback.memory.finetune_command import FinetuneRequest, select_turns
     from teachback.memory.store import MemoryStore
+    from teachback.scenarios.finetune_student import FinetuneRequest, select_turns
 
     run_dir = recorded_run(scenario_file, tmp_path)
     store = MemoryStore.open(path=tmp_path / "mem", create=False)

@@ -11,8 +11,8 @@ import pytest
 from rich.console import Console
 
 from teachback.agents.claims import SUPPORTED, UNCERTAIN, UNSUPPORTED, KnowledgeIndex, split_sentences
-from teachback.agents.judge_eval import EvalResult, bundled_gate_sets, evaluate_gate, load_gate_set
 from teachback.agents.scripted import ScriptedChatClient
+from teachback.scenarios.judge_eval import EvalResult, bundled_gate_sets, evaluate_gate, load_gate_set
 from teachback.scenarios.loader import find_scenario
 from teachback.scenarios.run import RunRequest, run_scenario, transcript_path
 from teachback.transcripts.events import TurnAccepted, Verdict

@@ -35,7 +35,7 @@ PARENT = textwrap.dedent(
         child = subprocess.Popen(["sleep", "600"], preexec_fn=die_with_parent())
         pid = child.pid
     elif kind == "memory":
-        from teachback.scenarios.batch_memory import ChromaServer
+        from teachback.memory.chroma_server import ChromaServer
         server = ChromaServer(folder / "memory", log=folder / "server.log").__enter__()
         pid = server.pid
     else:

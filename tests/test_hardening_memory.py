@@ -17,8 +17,8 @@ import pytest
 
 from teachback.cli import main
 from teachback.errors import MemoryStoreError
+from teachback.memory.chroma_server import ChromaServer
 from teachback.memory.store import MEMORY_TOKEN_ENV, MemoryStore
-from teachback.scenarios.batch_memory import ChromaServer
 
 COLLECTIONS = "/api/v2/tenants/default_tenant/databases/default_database/collections"
 

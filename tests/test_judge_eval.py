@@ -9,12 +9,13 @@ from collections import Counter
 
 import pytest
 
-from teachback.agents import judge, judge_eval
+from teachback.agents import judge
 from teachback.agents.grounding import Knowledge
 from teachback.agents.judge import Rubric, addresses_the_judge, numbers_as_digits
-from teachback.agents.judge_eval import EvalResult, evaluate, load_calibration, rates
 from teachback.agents.scripted import ScriptedChatClient
 from teachback.cli import main
+from teachback.scenarios import judge_eval
+from teachback.scenarios.judge_eval import EvalResult, evaluate, load_calibration, rates
 from tests.conftest import verdict
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from teachback.memory.finetune_command import FinetuneRequest, train_from_memory
 from teachback.memory.sink import MemorySink
 from teachback.memory.store import MemoryStore
+from teachback.scenarios.finetune_student import FinetuneRequest, train_from_memory
 from teachback.scenarios.loader import find_scenario
 from teachback.transcripts.events import RunStarted, TurnAccepted
 from teachback.transcripts.reader import read_transcript

@@ -71,6 +71,8 @@ def test_two_rounds_train_on_all_rounds_and_carry_the_adapter(scenario_file, tmp
     header = read_transcript(second.run_dir / "transcript.jsonl")[0]
     assert isinstance(header, RunStarted)
     assert header.options["adapter"] == str(first.adapter.resolve())  # round 2 wore round 1's adapter
+    first_header = read_transcript(first.run_dir / "transcript.jsonl")[0]
+    assert header.seed == first_header.seed + 1  # round 2 samples anew, not a replay of round 1
     assert [a.path.resolve() for a in list_adapters()] == [first.adapter.resolve(), second.adapter.resolve()]
     # round 2 trained on both rounds' turns: an example per accepted answer, one per teach-back that passed
     examples = [examples_of(o.run_dir) for o in outcomes]
@@ -93,9 +95,8 @@ def test_the_report_of_a_round_shows_the_quiz_after_every_round_so_far(
 ) -> None:
     """Rounds write `round-N/quiz-before.json` and `quiz-after.json` (nothing writes `quiz-round-N.json`):
     the report of round N shows the quiz before round 1 and after each round up to N (training faked)."""
-    from teachback.memory import finetune_command
     from teachback.memory.finetune import TrainResult
-    from teachback.scenarios import quiz
+    from teachback.scenarios import finetune_student, quiz
     from teachback.transcripts.report import load_run, write_report
 
     answers = iter(["I do not know", "Korrin?", "Korrin", "Korrin"])  # before, round 1, round 2, ceiling
@@ -113,7 +114,7 @@ def test_the_report_of_a_round_shows_the_quiz_after_every_round_so_far(
         return TrainResult(out, [2.0], [2.2, 1.7], 100.0, 1 << 20, 1.0, "", "", len(pairs), 0, 1, 1, 1)
 
     monkeypatch.setattr(quiz, "quiz_student", fake_quiz_student)
-    monkeypatch.setattr(finetune_command, "_train_with_progress", fake_training)
+    monkeypatch.setattr(finetune_student, "_train_with_progress", fake_training)
     request = RunRequest(
         scenario=str(scenario_file(turns=2)), out=tmp_path / "rounds", plain=True, memory_dir=tmp_path / "mem"
     )

@@ -1,4 +1,4 @@
-"""A memory folder served to many runs at once, on loopback, for as long as a batch runs.
+"""A memory folder served to many runs at once, on loopback, for as long as a batch runs (`teachback batch`).
 
     with ChromaServer(Path(".teachback/memory"), log=batch_dir / "chroma.log") as server:
         server.url                                   # http://127.0.0.1:<free port>
@@ -7,7 +7,7 @@
 
 A chromadb folder belongs to one process at a time, so concurrent runs that share a local memory reach it
 through one server instead. The server is chromadb's, with chromadb's token authentication
-(memory/server.py says why not `chroma run`): it listens on loopback only and refuses any request without
+(server.py says why not `chroma run`): it listens on loopback only and refuses any request without
 the token, a fresh `secrets.token_urlsafe` per batch. It ends with the batch, a SIGKILLed batch too. A
 shared server of your own (`--memory-url`) needs none of this; a Ray cluster's workers need one they can
 reach.
@@ -25,13 +25,14 @@ from pathlib import Path
 from types import TracebackType
 
 from teachback.errors import MemoryStoreError
+from teachback.memory.store import MEMORY_TOKEN_ENV
 from teachback.processes import die_with_parent, free_port
 
 HEARTBEAT = "/api/v2/heartbeat"
 
 
 def server_command(folder: Path, host: str, port: int) -> list[str]:
-    """The memory server (memory/server.py) run by this interpreter; the token goes in its environment."""
+    """The memory server (server.py) run by this interpreter; the token goes in its environment."""
     server = [sys.executable, "-m", "teachback.memory.server"]
     return [*server, "--path", str(folder), "--host", host, "--port", str(port)]
 
@@ -69,8 +70,6 @@ class ChromaServer:
         return self._proc.pid if self._proc is not None else None
 
     def __enter__(self) -> ChromaServer:
-        from teachback.memory.store import MEMORY_TOKEN_ENV
-
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self._log, "ab") as log:
             self._proc = subprocess.Popen(

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
     from teachback.agents.entailment import Entailer
 
-CALIBRATION_SET = Path(__file__).with_name("judge_calibration.yaml")
+CALIBRATION_SET = Path(__file__).resolve().parents[1] / "agents" / "judge_calibration.yaml"  # beside judge.py
 DECIDERS = ("llm", "grounded", "combined")
 DECIDER_NAMES = {
     "llm": "llm verdict alone",
@@ -269,7 +269,7 @@ def load_gate_set(path: Path, knowledge: Path | None = None) -> GateSet:
 
 def bundled_gate_sets() -> list[Path]:
     """The gate sets that ship with teachback, one per bundled knowledge file."""
-    return sorted((Path(__file__).resolve().parents[1] / "scenarios" / "gate_sets").glob("*.yaml"))
+    return sorted(Path(__file__).resolve().with_name("gate_sets").glob("*.yaml"))
 
 
 async def evaluate_gate(

@@ -19,6 +19,8 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/check_packages.py imports
+	$(BIN)/python scripts/check_packages.py types
 
 check: lint test
 

@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from autogen_core import CancellationToken
 from autogen_core.models import CreateResult, LLMMessage, RequestUsage
@@ -176,6 +176,7 @@ class LlamaCppChatClient(ChatClientBase):
         messages: Sequence[LLMMessage],
         *,
         tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",  # autogen's; unused: no tools
         json_output: bool | type[BaseModel] | None = None,
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
@@ -210,6 +211,7 @@ class LlamaCppChatClient(ChatClientBase):
         messages: Sequence[LLMMessage],
         *,
         tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",  # autogen's; unused: no tools
         json_output: bool | type[BaseModel] | None = None,
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,

@@ -589,7 +589,8 @@ class MemoryStore:
             with self._guard(f"creating namespace {namespace!r}"):
                 collection = self._client.get_or_create_collection(
                     name,
-                    embedding_function=ef,
+                    # chromadb types it as taking documents or images (invariantly); ours embeds text
+                    embedding_function=ef,  # type: ignore[arg-type]
                     configuration={"hnsw": {"space": "cosine"}},
                     metadata={COLLECTION_MARK: namespace, "teachback_schema": RECORD_VERSION},
                 )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from teachback.scenarios.batch import Batch
 from teachback.transcripts.run_folder import RunFolder, student_file_seats
@@ -115,7 +115,7 @@ def render(batch: Batch, console: Console) -> None:
         title=f"batch {batch.dir}", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
     )
     for column in ("run", "status", "tries", "turns", "accepted", "rate", "quiz", "seconds"):
-        justify = "left" if column in ("run", "status", "quiz") else "right"
+        justify: Literal["left", "right"] = "left" if column in ("run", "status", "quiz") else "right"
         table.add_column(column, justify=justify, no_wrap=True)
     style = {
         "done": "green",

@@ -9,7 +9,7 @@ pieces and the clients they speak through are agents/cast.py.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from teachback.agents.cast import Cast, Seated, make_client, make_entailer, primed_context, system_prompt
 from teachback.agents.models import resolve
@@ -18,10 +18,12 @@ from teachback.memory.adapters import ADAPTERS_DIR, latest_adapter
 from teachback.scenarios.seats import student_seats, teacher_seats
 
 if TYPE_CHECKING:
+    from autogen_core.memory import Memory
     from autogen_core.models import ChatCompletionClient
 
     from teachback.agents.llama_server import ServerPool
     from teachback.memory.store import MemoryStore
+    from teachback.scenarios.schema import Role, Scenario
     from teachback.scenarios.seats import Seat, StudentSeat
 
 STUDENT_CONTEXT_MESSAGES = 2  # the student sees the current exchange only; a 135M model drowns in more
@@ -53,7 +55,7 @@ def resolve_adapter(
 
 
 def build_cast(
-    scenario: Any,
+    scenario: Scenario,
     scenario_dir: Path,
     *,
     models: dict[str, str],
@@ -79,7 +81,7 @@ def build_cast(
     clients = clients or {}
     made: list[ChatCompletionClient] = []
 
-    def client_for(seat: Seat | None, role: str, settings: Any, model: str, n: int) -> ChatCompletionClient:
+    def client_for(seat: Seat | None, role: str, settings: Role, model: str, n: int) -> ChatCompletionClient:
         scripted = clients.get(seat.name) if seat is not None else None
         scripted = scripted or clients.get(role)
         if scripted is not None:
@@ -108,7 +110,7 @@ def build_cast(
     topic = scenario.name
     seated_students = []
     for n, seat in enumerate(students):
-        recall: list[Any] = []
+        recall: list[Memory] = []
         if seat.learning == "retrieval" and memory is not None:
             from teachback.memory.retrieval import StoreMemory  # loads autogen-core: only when used
 
@@ -124,15 +126,15 @@ def build_cast(
         )
         seated_students.append(Seated(seat.name, agent, seat.model, seat.namespace, seat.learning))
     seated_teachers = []
-    for n, seat in enumerate(teachers):
+    for n, teacher in enumerate(teachers):
         agent = AssistantAgent(
-            seat.agent_name,
-            client_for(seat, "teacher", seat.settings, seat.model, n),
-            system_message=system_prompt("teacher", seat.settings, topic),
+            teacher.agent_name,
+            client_for(teacher, "teacher", teacher.settings, teacher.model, n),
+            system_message=system_prompt("teacher", teacher.settings, topic),
             model_client_stream=True,
             description="answers from the scenario's knowledge",
         )
-        seated_teachers.append(Seated(seat.name, agent, seat.model))
+        seated_teachers.append(Seated(teacher.name, agent, teacher.model))
     judge_model = models.get("judge") or scenario.judge.model
     judge_client = client_for(None, "judge", scenario.judge, judge_model, 0)
     judge = AssistantAgent(

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
     from teachback.agents.cast import Cast, Seated
     from teachback.scenarios.curriculum import Curriculum
+    from teachback.scenarios.schema import Scenario
 
 Emit = Callable[[Event], None]
 
@@ -108,7 +109,7 @@ class Director:
 
     def __init__(
         self,
-        scenario: Any,
+        scenario: Scenario,
         cast: Cast,
         rubric: Rubric,
         emit: Emit,
@@ -288,9 +289,9 @@ class Director:
         """The question in other words, by the judge model, unlike those already asked; "" if unusable."""
         if self.curriculum is None or self.cast.judge_client is None:
             return ""
-        from autogen_core.models import SystemMessage, UserMessage
+        from autogen_core.models import LLMMessage, SystemMessage, UserMessage
 
-        messages = [
+        messages: list[LLMMessage] = [
             SystemMessage(content=prompts.render("question_writer_system")),
             UserMessage(
                 content=prompts.render("question_writer", question=question, asked=asked[-3:]),

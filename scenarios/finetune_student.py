@@ -17,18 +17,26 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from teachback.agents.models import resolve
 from teachback.errors import FinetuneError
 from teachback.files import atomic_write_text
 from teachback.memory.adapters import ADAPTERS_DIR
-from teachback.memory.finetune import TrainConfig, memory_needed, train_lora
-from teachback.memory.store import MemoryStore
+from teachback.memory.finetune import TrainConfig, TrainProgress, TrainResult, memory_needed, train_lora
+from teachback.memory.store import MemoryStore, StoredTurn
 from teachback.scenarios import quiz
 from teachback.scenarios.run import read_run
-from teachback.scenarios.seats import recorded_students
+from teachback.scenarios.seats import RecordedStudent, recorded_students
 from teachback.transcripts.run_folder import RunFolder, seat_label
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from teachback.scenarios.quiz import QuizResult
+    from teachback.scenarios.schema import QuizItem
+    from teachback.transcripts.events import RunStarted
 
 DEFAULT_STUDENT = "local/smollm2-135m"
 
@@ -48,19 +56,19 @@ class FinetuneRequest:
     memory_dir: Path | None = None
     memory_url: str | None = None
     quiz: bool = True  # quiz before and after when the run's scenario has a quiz
-    known_before: Any = None  # a QuizResult of the student as it is now (skips the quiz before)
-    config: Any = None  # a TrainConfig; None: the defaults
+    known_before: QuizResult | None = None  # the student as it is now (skips the quiz before)
+    config: TrainConfig | None = None  # None: the defaults
 
 
 @dataclass
 class FinetuneOutcome:
     adapter: Path
-    result: Any  # TrainResult
-    quiz_before: Any = None  # QuizResult
-    quiz_after: Any = None
+    result: TrainResult
+    quiz_before: QuizResult | None = None
+    quiz_after: QuizResult | None = None
 
 
-def trainable_students(header: Any, seat: str | None = None) -> list[Any]:
+def trainable_students(header: RunStarted, seat: str | None = None) -> list[RecordedStudent]:
     """The students of a run (its header) that learn by fine-tuning (`seat`: only that one), as
     `RecordedStudent`s; a clear error if there is none."""
     students = recorded_students(header)
@@ -81,7 +89,9 @@ def trainable_students(header: Any, seat: str | None = None) -> list[Any]:
     return trainable
 
 
-def select_turns(store: Any, request: FinetuneRequest, namespace: str, runs: list[str]) -> list[Any]:
+def select_turns(
+    store: MemoryStore, request: FinetuneRequest, namespace: str, runs: list[str]
+) -> list[StoredTurn]:
     """The accepted, non-duplicate turns the request names, in the order they were learned."""
     turns = [
         t
@@ -108,7 +118,7 @@ def select_turns(store: Any, request: FinetuneRequest, namespace: str, runs: lis
     return turns
 
 
-def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome:
+def train_from_memory(request: FinetuneRequest, console: Console) -> FinetuneOutcome:
     """Select the turns, estimate memory, quiz the student before, train, quiz after; record it all."""
     config = request.config or TrainConfig()
     header = student = None
@@ -142,8 +152,9 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
         + (f" (runs {', '.join(runs)})" if runs else ""),
         soft_wrap=True,
     )
-    if header is not None and header.facts:
-        console.print(fact_table(header.facts, turns), soft_wrap=True)
+    facts = header.facts if header is not None else []
+    if facts:
+        console.print(fact_table(facts, turns), soft_wrap=True)
     console.print(
         f"rank {config.rank} · {config.epochs} epochs · window {config.n_ctx} · "
         f"estimated peak memory {need / 2**30:.2f} GiB"
@@ -160,7 +171,7 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
     elif items:
         before_adapter = Path(adapter_before) if adapter_before and Path(adapter_before).is_file() else None
         outcome_before = _quiz(
-            console, items, ref.spec, before_adapter, judge, "before", seat, request.run_dir, header.facts
+            console, items, ref.spec, before_adapter, judge, "before", seat, request.run_dir, facts
         )
 
     curve: list[list[float]] = []
@@ -195,8 +206,9 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
             "after",
             seat,
             request.run_dir,
-            header.facts,
+            facts,
         )
+        assert outcome.quiz_before is not None  # quizzed above, or known
         b, a = outcome.quiz_before.totals(), outcome.quiz_after.totals()
         console.print(f"quiz: {b['correct']}/{b['n']} before -> {a['correct']}/{a['n']} after fine-tuning")
     if request.run_dir is not None:
@@ -206,8 +218,8 @@ def train_from_memory(request: FinetuneRequest, console: Any) -> FinetuneOutcome
 
 
 def _quiz(
-    console: Any,
-    items: list,
+    console: Console,
+    items: list[QuizItem],
     student: str,
     adapter: Path | None,
     judge: str,
@@ -215,7 +227,7 @@ def _quiz(
     seat: str | None,
     run_dir: Path | None,
     facts: list[str] | None = None,
-) -> Any:
+) -> QuizResult:
     """Quiz the student `before` or `after` fine-tuning; a classroom's `seat` names the quiz and its file."""
     named = seat_label(label, seat)
     with console.status(f"quiz {named} fine-tuning ({len(items)} questions)..."):
@@ -227,7 +239,13 @@ def _quiz(
 
 
 def _write_record(
-    path: Path, result: Any, config: Any, curve: list, val_curve: list, need: int, outcome: FinetuneOutcome
+    path: Path,
+    result: TrainResult,
+    config: TrainConfig,
+    curve: list[list[float]],
+    val_curve: list[list[float]],
+    need: int,
+    outcome: FinetuneOutcome,
 ) -> None:
     from dataclasses import asdict
 
@@ -268,17 +286,17 @@ def _finite(value: Any) -> Any:
 
 
 def _train_with_progress(
-    console: Any,
+    console: Console,
     base: Path,
-    pairs: list,
+    pairs: list[tuple[str, str]],
     out: Path,
-    config: Any,
+    config: TrainConfig,
     namespace: str,
-    turns: list,
+    turns: list[StoredTurn],
     student: str,
-    curve: list,
-    val_curve: list,
-) -> Any:
+    curve: list[list[float]],
+    val_curve: list[list[float]],
+) -> TrainResult:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (
@@ -292,7 +310,7 @@ def _train_with_progress(
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("train", total=1, epoch=0, epochs=config.epochs, loss=0.0, tps=0.0)
 
-        def report(p: Any) -> None:
+        def report(p: TrainProgress) -> None:
             if p.phase == "train":
                 curve.append([len(curve) + 1, p.step_loss])
                 bar.update(
@@ -315,7 +333,7 @@ def _train_with_progress(
         )
 
 
-def fact_table(facts: list[str], turns: list[Any]) -> Any:
+def fact_table(facts: list[str], turns: list[StoredTurn]) -> Table:
     """Per curriculum fact: the examples that state it and how many wordings of it they hold."""
     from rich import box
     from rich.table import Table
@@ -323,10 +341,10 @@ def fact_table(facts: list[str], turns: list[Any]) -> Any:
     examples: dict[int, int] = {}
     wordings: dict[int, set[str]] = {}
     for turn in turns:
-        for fact in turn.facts:
+        for index in turn.facts:
             for _question, text in turn.examples():
-                examples[fact] = examples.get(fact, 0) + 1
-                wordings.setdefault(fact, set()).add(" ".join(text.lower().split()))
+                examples[index] = examples.get(index, 0) + 1
+                wordings.setdefault(index, set()).add(" ".join(text.lower().split()))
     table = Table(box=box.SIMPLE, title="examples per fact", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("fact")

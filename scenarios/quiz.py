@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from autogen_core.models import ChatCompletionClient
 
     from teachback.scenarios.schema import QuizItem
+    from teachback.transcripts.events import RunStarted
 
 FORMAT_VERSION = 1
 STUDENT_MAX_TOKENS = 64
@@ -161,14 +162,14 @@ def load_quiz(path: str | Path) -> list[QuizItem]:
         raise ScenarioError(
             [f"{shown}:{line}: {'.'.join(prefix) or '(top level)'}: expected {expected}, got {got}"]
         )
-    items = _validate_items(items_data, prefix, lines, problems)
-    if problems or items is None:
+    validated = _validate_items(items_data, prefix, lines, problems)
+    if problems or validated is None:
         problems.sort(key=lambda p: p[0])
         raise ScenarioError([f"{shown}:{line}: {what}" for line, what in problems])
-    return items
+    return validated
 
 
-def scenario_quiz(header: Any) -> list[Any]:
+def scenario_quiz(header: RunStarted) -> list[QuizItem]:
     """The quiz of the scenario a run came from; empty when it has none, or moved or no longer loads."""
     if not header.scenario_path:
         return []

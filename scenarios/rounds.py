@@ -19,10 +19,22 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from teachback.errors import TeachbackError
 from teachback.transcripts.run_folder import RunFolder, seat_label
+
+if TYPE_CHECKING:
+    from autogen_core.models import ChatCompletionClient
+    from rich.console import Console
+
+    from teachback.memory.finetune import TrainConfig
+    from teachback.memory.store import MemoryStore
+    from teachback.scenarios.quiz import QuizResult
+    from teachback.scenarios.run import RunRequest
+    from teachback.scenarios.schema import QuizItem
+    from teachback.scenarios.seats import RecordedStudent
+    from teachback.transcripts.events import RunStarted
 
 
 @dataclasses.dataclass
@@ -33,11 +45,11 @@ class RoundOutcome:
     turns: int
     adapter: Path | None  # the adapter this round trained (None: the student learns by retrieval)
     seat: str = "student"
-    quiz_before: Any = None  # QuizResult
-    quiz_after: Any = None
+    quiz_before: QuizResult | None = None
+    quiz_after: QuizResult | None = None
 
 
-def _open_run_memory(header: Any, request: Any) -> tuple[Any, str]:
+def _open_run_memory(header: RunStarted, request: RunRequest) -> tuple[MemoryStore | None, str]:
     """The memory the run stored into (for retrieval students' notes), as the run opened it."""
     from teachback.scenarios.loader import load_scenario
     from teachback.scenarios.run import open_memory
@@ -46,7 +58,9 @@ def _open_run_memory(header: Any, request: Any) -> tuple[Any, str]:
     return open_memory(request, loaded.scenario, loaded.path.parent)
 
 
-def quiz_run(run_dir: Path, console: Any, request: Any = None, label: str = "before") -> dict[str, Any]:
+def quiz_run(
+    run_dir: Path, console: Console, request: RunRequest | None = None, label: str = "before"
+) -> dict[str, QuizResult]:
     """Quiz each student of a finished run; writes `quiz-<label>[-<seat>].json` there.
 
     A fine-tuned student is quizzed as it entered the run (the dialogue does not change it). A student
@@ -61,7 +75,7 @@ def quiz_run(run_dir: Path, console: Any, request: Any = None, label: str = "bef
     items = scenario_quiz(header)
     if not items:
         return {}
-    results: dict[str, Any] = {}
+    results: dict[str, QuizResult] = {}
     store = None
     for student in recorded_students(header):
         adapter = Path(student.adapter) if student.adapter else None
@@ -82,15 +96,15 @@ def quiz_run(run_dir: Path, console: Any, request: Any = None, label: str = "bef
 
 
 def _quiz_seat(
-    console: Any,
-    items: list[Any],
-    header: Any,
-    student: Any,
+    console: Console,
+    items: list[QuizItem],
+    header: RunStarted,
+    student: RecordedStudent,
     adapter: Path | None,
     label: str,
     run_dir: Path,
     context: Callable[[str], str] | None,
-) -> Any:
+) -> QuizResult:
     """Quiz one student `before` or `after`; a classroom's student names the quiz and its file."""
     from teachback.scenarios.quiz import quiz_student
 
@@ -117,7 +131,7 @@ def _quiz_seat(
     return result
 
 
-def recorded_endpoint(header: Any, role: str) -> dict[str, Any]:
+def recorded_endpoint(header: RunStarted, role: str) -> dict[str, Any]:
     """Where a run called a role's first seat (api_base, api_key_env, timeout, retries): its header's word."""
     from teachback.agents.endpoints import ENDPOINT_FIELDS
 
@@ -126,13 +140,13 @@ def recorded_endpoint(header: Any, role: str) -> dict[str, Any]:
 
 
 def run_rounds(
-    request: Any,
+    request: RunRequest,
     rounds: int,
-    console: Any,
+    console: Console,
     *,
     quiz: bool = True,
-    config: Any = None,
-    clients: Callable[[int], dict[str, Any]] | None = None,
+    config: TrainConfig | None = None,
+    clients: Callable[[int], dict[str, ChatCompletionClient]] | None = None,
 ) -> list[RoundOutcome]:
     """Run `rounds` rounds of dialogue then learning; returns what each round did for each student.
 
@@ -155,7 +169,7 @@ def run_rounds(
     outcomes: list[RoundOutcome] = []
     adapter, adapters = request.adapter, dict(request.adapters)
     run_ids: list[str] = []
-    before: dict[str, Any] = {}  # seat -> its quiz as the last round left it
+    before: dict[str, QuizResult | None] = {}  # seat -> its quiz as the last round left it
     store = None
     for r in range(1, rounds + 1):
         console.rule(f"round {r} of {rounds}")
@@ -223,7 +237,7 @@ def run_rounds(
     return outcomes
 
 
-def teacher_ceiling(console: Any, header: Any) -> Any:
+def teacher_ceiling(console: Console, header: RunStarted) -> QuizResult | None:
     """The scenario's (first) teacher answering the quiz from the notes a dialogue shows it: what a student
     could reach by learning all it was taught. None without a quiz or knowledge."""
     from teachback.agents.grounding import Knowledge
@@ -247,7 +261,7 @@ def teacher_ceiling(console: Any, header: Any) -> Any:
         )  # fmt: skip
 
 
-def print_summary(console: Any, outcomes: list[RoundOutcome], ceiling: Any = None) -> None:
+def print_summary(console: Console, outcomes: list[RoundOutcome], ceiling: QuizResult | None = None) -> None:
     """The rounds as a table, then the learning curve of each student with the teacher's ceiling."""
     from rich.table import Table
 
@@ -257,7 +271,7 @@ def print_summary(console: Any, outcomes: list[RoundOutcome], ceiling: Any = Non
     for column in (*columns, "accepted turns", "quiz before", "quiz after", "learned by", "run folder"):
         table.add_column(column, overflow="fold")
 
-    def score(q: Any) -> str:
+    def score(q: QuizResult | None) -> str:
         if q is None:
             return "–"
         t = q.totals()
@@ -280,7 +294,9 @@ def print_summary(console: Any, outcomes: list[RoundOutcome], ceiling: Any = Non
         )
 
 
-def learning_curve(outcomes: list[RoundOutcome], ceiling: Any = None, seat: str = "", width: int = 30) -> str:
+def learning_curve(
+    outcomes: list[RoundOutcome], ceiling: QuizResult | None = None, seat: str = "", width: int = 30
+) -> str:
     """A text chart of the quiz over rounds, the ceiling (the grounded teacher's score) drawn in as "┊".
 
     >>> from types import SimpleNamespace as Q
@@ -291,7 +307,7 @@ def learning_curve(outcomes: list[RoundOutcome], ceiling: Any = None, seat: str 
       before   █░░░░░░░░┊  1/10
       round 1  ██████░░░┊  6/10
     """
-    rows: list[tuple[str, Any]] = []
+    rows: list[tuple[str, QuizResult]] = []
     if outcomes and outcomes[0].quiz_before is not None:
         rows.append(("before", outcomes[0].quiz_before))
     rows += [(f"round {o.round}", o.quiz_after) for o in outcomes if o.quiz_after is not None]

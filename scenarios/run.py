@@ -15,9 +15,10 @@ import asyncio
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from teachback.errors import RunDirError, TeachbackError
 from teachback.transcripts.run_folder import RunFolder
@@ -28,7 +29,10 @@ if TYPE_CHECKING:
 
     from teachback.memory.store import MemoryStore
     from teachback.scenarios.director import Progress
+    from teachback.scenarios.schema import Scenario
     from teachback.scenarios.seats import Seat, StudentSeat
+
+    SeatT = TypeVar("SeatT", bound=Seat)
     from teachback.transcripts.events import Event, RunFinished, RunStarted
 
 DEFAULT_RUNS_DIR = Path("transcripts") / "runs"
@@ -54,7 +58,9 @@ class RunRequest:
     api_bases: dict[str, str] = field(default_factory=dict)  # role -> its server's URL (--teacher-base ...)
 
 
-def open_memory(request: RunRequest, scenario: Any, scenario_dir: Path) -> tuple[MemoryStore | None, str]:
+def open_memory(
+    request: RunRequest, scenario: Scenario, scenario_dir: Path
+) -> tuple[MemoryStore | None, str]:
     """The run's vector memory and namespace (CLI options win over the scenario's), or None when off."""
     settings = scenario.memory
     if request.no_memory or not settings.enabled:
@@ -73,7 +79,7 @@ def transcript_path(run_dir: Path) -> Path:
     return RunFolder(run_dir).transcript
 
 
-def read_run(run_dir: Path) -> tuple[Any, Any]:
+def read_run(run_dir: Path) -> tuple[RunStarted, RunFinished | None]:
     """A run folder's header (RunStarted) and its last RunFinished (None if it never finished)."""
     from teachback.transcripts.events import RunFinished, RunStarted
     from teachback.transcripts.reader import read_transcript
@@ -153,7 +159,7 @@ def progress_from(events: list[Event], objectives: list[str]) -> tuple[Progress,
 
 
 def seats_for_run(
-    scenario: Any,
+    scenario: Scenario,
     scenario_dir: Path,
     request: RunRequest,
     header: RunStarted | None,
@@ -174,7 +180,7 @@ def seats_for_run(
             "`adapter:` in the scenario"
         )
 
-    def settle(seat: Any, single: bool) -> Any:
+    def settle(seat: SeatT, single: bool) -> SeatT:
         old = recorded.get((seat.role, seat.name), {})
         model = models[seat.role] if single else (request.models.get(seat.role) or old.get("model"))
         seat = seat.with_model(model or seat.model)
@@ -219,7 +225,7 @@ def _cut_off_before_it_began(path: Path) -> bool:
         return False
 
 
-def embedder() -> Any:
+def embedder() -> Callable[[list[str]], Any] | None:
     """MiniLM sentence vectors (offline, agents/minilm.py) for the notes a question is shown, whether an
     answer answers it and where the curriculum places a fact; None if the model cannot load (each of those
     then goes by words alone)."""

@@ -19,10 +19,16 @@ seat without a name is `teacher-1`, `student-2`, ... by position; a classroom st
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from teachback.agents.endpoints import ENDPOINT_FIELDS, endpoint_record
 from teachback.transcripts.run_folder import file_seats
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from teachback.scenarios.schema import Scenario
+    from teachback.transcripts.events import RunStarted
 
 TEACHER = "teacher"
 STUDENT = "student"
@@ -55,10 +61,10 @@ class Seat:
         name = "".join(c if c.isalnum() or c == "_" else "_" for c in self.name)
         return name if name.isidentifier() else f"{self.role}_{name}"
 
-    def with_model(self, model: str) -> Seat:
+    def with_model(self, model: str) -> Self:
         return replace(self, settings=self.settings.model_copy(update={"model": model}))
 
-    def with_adapter(self, adapter: str | None) -> Seat:
+    def with_adapter(self, adapter: str | None) -> Self:
         return replace(self, settings=self.settings.model_copy(update={"adapter": adapter}))
 
 
@@ -81,14 +87,14 @@ class StudentSeat(Seat):
         return self.learning == "finetune"
 
 
-def teacher_seats(scenario: Any) -> list[Seat]:
+def teacher_seats(scenario: Scenario) -> list[Seat]:
     """The scenario's teachers: its panel, or its one teacher."""
     if scenario.teachers is None:
         return [Seat(TEACHER, scenario.teacher.name or TEACHER, scenario.teacher)]
     return [Seat(TEACHER, t.name or f"{TEACHER}-{i}", t) for i, t in enumerate(scenario.teachers, 1)]
 
 
-def student_seats(scenario: Any, namespace: str | None = None) -> list[StudentSeat]:
+def student_seats(scenario: Scenario, namespace: str | None = None) -> list[StudentSeat]:
     """The scenario's students with their memory namespaces (`namespace`: the scenario's, by default)."""
     base = namespace or scenario.memory.namespace or scenario.name
     if scenario.students is None:
@@ -103,7 +109,7 @@ def student_seats(scenario: Any, namespace: str | None = None) -> list[StudentSe
     return seats
 
 
-def with_api_bases(scenario: Any, bases: dict[str, str]) -> Any:
+def with_api_bases(scenario: Scenario, bases: dict[str, str]) -> Scenario:
     """The scenario with every seat of a role in `bases` (role -> URL, as `--teacher-base` gives) called at
     that URL instead of its own `api_base`."""
     update: dict[str, Any] = {}
@@ -119,7 +125,7 @@ def with_api_bases(scenario: Any, bases: dict[str, str]) -> Any:
     return scenario.model_copy(update=update) if update else scenario
 
 
-def all_seats(scenario: Any) -> list[tuple[str, Seat | None, Any]]:
+def all_seats(scenario: Scenario) -> list[tuple[str, Seat | None, Any]]:
     """Every seat with its label in messages: (`teacher`, `teacher ada`, ..., `judge`), its Seat (None for
     the judge) and its settings."""
     seated: list[tuple[str, Seat | None, Any]] = []
@@ -156,7 +162,7 @@ class RecordedStudent:
     endpoint: dict[str, Any] = field(default_factory=dict)  # api_base, api_key_env, timeout, retries if set
 
 
-def recorded_students(header: Any) -> list[RecordedStudent]:
+def recorded_students(header: RunStarted) -> list[RecordedStudent]:
     """The students a run's header records (its `seat_record`s); a header from before seats, as one."""
     from teachback.agents.models import resolve
 

@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
 
 from teachback import __version__
 from teachback.errors import TeachbackError, mask_secrets
@@ -343,10 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _masked_excepthook(kind: type[BaseException], exc: BaseException, tb: object) -> None:
+def _masked_excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
     import traceback
 
-    text = "".join(traceback.format_exception(kind, exc, tb))  # type: ignore[arg-type]
+    text = "".join(traceback.format_exception(kind, exc, tb))
     sys.stderr.write(mask_secrets(text))
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "lint_imports.py"
+SCRIPT = REPO / "scripts" / "check_packages.py"
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lint_imports", SCRIPT)
+    spec = importlib.util.spec_from_file_location("check_packages", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -21,7 +21,7 @@ def _script() -> ModuleType:
 
 
 def test_every_layer_imports_only_the_layers_below_it() -> None:
-    done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(SCRIPT), "imports"], capture_output=True, text=True)
     report = done.stdout + done.stderr
     assert done.returncode == 0, report
     assert "Contracts: 1 kept, 0 broken." in report

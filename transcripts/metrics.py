@@ -191,7 +191,7 @@ def judge_scores(events: Sequence[Event]) -> list[dict[str, Any]]:
 
     `seat` names the speaker whose message was judged (a panel's teacher, one of several students).
     """
-    out = []
+    out: list[dict[str, Any]] = []
     for e in events:
         if isinstance(e, Verdict):
             out.append(
@@ -302,7 +302,9 @@ def fact_coverage(events: Sequence[Event], quiz: Sequence[Mapping[str, Any]] = (
             for f in e.facts:
                 if isinstance(f, int) and 0 <= f < len(facts):
                     taught[f] += 1
-    rows = [{"fact": text, "taught": n, "quiz": []} for text, n in zip(facts, taught, strict=True)]
+    rows: list[dict[str, Any]] = [
+        {"fact": text, "taught": n, "quiz": []} for text, n in zip(facts, taught, strict=True)
+    ]
     for round_ in quiz:
         marks: dict[int, list[bool]] = {}
         for item in _list(round_.get("items")):

@@ -72,7 +72,7 @@ def _read_quiz(folder: RunFolder, seat: str | None = None) -> list[dict[str, Any
     before round 1 and after each round so far for a round of learning rounds."""
     rounds = folder.rounds_so_far()
     if rounds:
-        files = [(rounds[0].quiz("before", seat), seat_label("before", seat))]
+        files: list[tuple[Path, str | None]] = [(rounds[0].quiz("before", seat), seat_label("before", seat))]
         files += [(r.quiz("after", seat), seat_label(f"round {n}", seat)) for n, r in enumerate(rounds, 1)]
     else:
         files = [(folder.quiz("before", seat), None), (folder.quiz("after", seat), None)]

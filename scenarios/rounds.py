@@ -2,9 +2,11 @@
 
     teachback run invented-domain --rounds 3
 
-Round r is an ordinary run (its own folder and transcript). A student that learns by fine-tuning starts it
-wearing the adapter of round r-1 and, after it, is fine-tuned on the accepted turns of rounds 1..r (a
-fresh adapter on the base each time, so no round compounds another's drift); in a classroom each student
+Round r is an ordinary run (its own folder and transcript), sampled with the run's seed + r - 1 so that
+each round asks and answers anew instead of replaying round 1 into the memory's duplicates. A student that
+learns by fine-tuning starts it wearing the adapter of round r-1 and, after it, is fine-tuned on the
+accepted turns of rounds 1..r (a fresh adapter on the base each time, so no round compounds another's
+drift); in a classroom each student
 gets its own adapter from its own namespace. A student that learns by retrieval is quizzed with the notes
 its memory now holds. Each round's folder gets `quiz-before.json`, `finetune.json` and `quiz-after.json`
 (`-<student>` before `.json` in a classroom); the summary shows the quiz after every round.
@@ -171,15 +173,24 @@ def run_rounds(
     run_ids: list[str] = []
     before: dict[str, QuizResult | None] = {}  # seat -> its quiz as the last round left it
     store = None
-    for r in range(1, rounds + 1):
+    seed = request.seed  # round r samples with seed + r - 1: a round that replayed the last one's
+    for r in range(1, rounds + 1):  # dialogue would only add duplicates to the memory
         console.rule(f"round {r} of {rounds}")
         out = RunFolder(request.out).round(r).path if request.out else None
         run_dir = run_scenario(
-            dataclasses.replace(request, adapter=adapter, adapters=dict(adapters), out=out),
+            dataclasses.replace(
+                request,
+                adapter=adapter,
+                adapters=dict(adapters),
+                out=out,
+                seed=None if seed is None else seed + r - 1,
+            ),
             console,
             clients=clients(r) if clients else None,
         )
         header, finished = read_run(run_dir)
+        if seed is None:
+            seed = header.seed - r + 1  # the scenario's own seed, as round 1 resolved it
         run_ids.append(header.run_id)
         students = recorded_students(header)
         items = scenario_quiz(header) if quiz else []

@@ -31,7 +31,6 @@ import asyncio
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from teachback.agents import prompts
@@ -55,6 +54,7 @@ from teachback.transcripts.events import (
     TurnStarted,
     Verdict,
 )
+from teachback.transcripts.progress import Progress
 
 if TYPE_CHECKING:
     from autogen_agentchat.base import ChatAgent
@@ -64,44 +64,6 @@ if TYPE_CHECKING:
     from teachback.scenarios.schema import Scenario
 
 Emit = Callable[[Event], None]
-
-
-@dataclass
-class Progress:
-    """What the run has achieved so far; rebuilt from the transcript when a run resumes."""
-
-    objectives: list[str]
-    next_turn: int = 1
-    accepted: int = 0
-    rejected: int = 0
-    covered: list[str] = field(default_factory=list)
-    mistakes: dict[str, str] = field(default_factory=dict)  # objective -> what went wrong last time
-    # (question, answer, student) accepted so far, so a resumed student remembers its lessons and the
-    # next student in a classroom can follow up; student "" (old transcripts) is the first student
-    lessons: list[tuple[str, str, str]] = field(default_factory=list)
-
-    tries: dict[str, int] = field(default_factory=dict)  # objective -> turns spent on it
-    taught: dict[int, int] = field(default_factory=dict)  # curriculum fact -> accepted turns that stated it
-    said: dict[int, str] = field(default_factory=dict)  # curriculum fact -> the last answer that taught it
-    asked: dict[int, list[str]] = field(default_factory=dict)  # curriculum fact -> questions asked about it
-
-    def next_objective(self, open_objectives: Sequence[str] = ()) -> str:
-        """Of the objectives with facts still to teach (`open_objectives`, when there is a curriculum),
-        the one with the fewest turns; else the objective not yet covered that had the fewest turns (the
-        first of those); once all are covered, cycle through them by turn. A small student that fails its
-        teach-back again and again on one objective so moves on, and comes back to it with the hint of
-        what went wrong."""
-        if open_objectives:
-            return min(open_objectives, key=lambda o: self.tries.get(o, 0))
-        uncovered = [o for o in self.objectives if o not in self.covered]
-        if uncovered:
-            return min(uncovered, key=lambda o: self.tries.get(o, 0))
-        return self.objectives[(self.next_turn - 1) % len(self.objectives)]
-
-    @property
-    def acceptance_rate(self) -> float:
-        done = self.accepted + self.rejected
-        return round(self.accepted / done, 3) if done else 0.0
 
 
 class Director:

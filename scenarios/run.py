@@ -28,12 +28,13 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from teachback.memory.store import MemoryStore
-    from teachback.scenarios.director import Progress
     from teachback.scenarios.schema import Scenario
     from teachback.scenarios.seats import Seat, StudentSeat
 
     SeatT = TypeVar("SeatT", bound=Seat)
     from teachback.transcripts.events import Event, RunFinished, RunStarted
+    from teachback.transcripts.progress import Progress
+    from teachback.transcripts.sinks import Sink
 
 DEFAULT_RUNS_DIR = Path("transcripts") / "runs"
 VERSIONED_PACKAGES = ("teachback", "autogen-agentchat", "litellm", "llama-cpp-python", "chromadb", "rich")
@@ -133,28 +134,13 @@ def package_versions() -> dict[str, str]:
 
 
 def progress_from(events: list[Event], objectives: list[str]) -> tuple[Progress, float]:
-    """Rebuild the progress of an interrupted run, and the time its transcript had reached."""
-    from teachback.scenarios.director import Progress
-    from teachback.transcripts.events import TurnAccepted, TurnRejected
+    """Rebuild the progress of an interrupted run (`Progress.apply` over its events, as the renderer
+    counts them), and the time its transcript had reached."""
+    from teachback.transcripts.progress import Progress
 
     progress = Progress(objectives=list(objectives))
-    done = 0
     for event in events:
-        if isinstance(event, (TurnAccepted, TurnRejected)):
-            progress.tries[event.objective] = progress.tries.get(event.objective, 0) + 1
-        if isinstance(event, TurnAccepted):
-            progress.accepted += 1
-            progress.lessons.append((event.question, event.answer, event.student))
-            for fact in event.facts if isinstance(event.facts, list) else []:
-                progress.taught[fact] = progress.taught.get(fact, 0) + 1
-                progress.said[fact] = event.answer
-            if event.objective_covered and event.objective not in progress.covered:
-                progress.covered.append(event.objective)
-            done = max(done, event.turn)
-        elif isinstance(event, TurnRejected):
-            progress.rejected += 1
-            done = max(done, event.turn)
-    progress.next_turn = done + 1
+        progress.apply(event)
     return progress, (events[-1].t if events else 0.0)
 
 
@@ -261,13 +247,15 @@ def run_scenario(
     from teachback.memory.sink import MemorySink
     from teachback.scenarios.cast import build_cast, resolve_adapter
     from teachback.scenarios.curriculum import Curriculum
-    from teachback.scenarios.director import Director, Progress
+    from teachback.scenarios.director import Director
     from teachback.scenarios.loader import find_scenario, load_scenario
     from teachback.scenarios.seats import seat_record, with_api_bases
     from teachback.transcripts.events import Notice, RunStarted
     from teachback.transcripts.metrics import abandoned_turns
+    from teachback.transcripts.progress import Progress
     from teachback.transcripts.recorder import TranscriptRecorder
     from teachback.transcripts.render import make_renderer
+    from teachback.transcripts.sinks import Fanout
 
     litellm_import = _import_litellm_in_background() if clients is None else None
     header: RunStarted | None = None
@@ -361,15 +349,8 @@ def run_scenario(
     }
     renderer = make_renderer(console, plain=request.plain)
     recorder = TranscriptRecorder(transcript_path(run_dir))
-
-    sink: MemorySink | None = None
-
-    def emit(event: Event) -> None:
-        recorder.record(event)  # first: the transcript is the record of truth
-        renderer.handle(event)
-        stored = sink.handle(event) if sink is not None else None
-        if stored is not None:
-            emit(stored)
+    sinks: list[Sink] = [recorder, renderer]  # first the recorder: the transcript is the record of truth
+    emit = Fanout(sinks)
 
     try:
         start = RunStarted(
@@ -392,6 +373,7 @@ def run_scenario(
         emit(start)
         if memory is not None:
             sink = MemorySink(memory, namespace, start)
+            sinks.append(sink)  # its MemoryStored goes through every sink in turn
             recovered = sink.backfill(events)  # turns a crash left out of the memory
             if recovered:
                 emit(

@@ -57,15 +57,15 @@ FAKE_RUN = textwrap.dedent(
     header = RunStarted(t=0.0, run_id="r-" + scenario, scenario=scenario, scenario_path=scenario,
                         scenario_sha256="0", models={}, options={}, seed=0, versions={}, started_at="now")
     with TranscriptRecorder(run_dir / "transcript.jsonl") as rec:
-        rec.record(header)
+        rec.handle(header)
         if "slow" in scenario:
             time.sleep(60)
         if "flaky" in scenario and "--resume" not in args:
-            rec.record(RunFinished(t=1.0, status="failed", turns=1, accepted=0, acceptance_rate=0.0,
+            rec.handle(RunFinished(t=1.0, status="failed", turns=1, accepted=0, acceptance_rate=0.0,
                                    objectives_covered=[], reason="teacher timed out"))
             print("teachback: teacher timed out", file=sys.stderr)
             sys.exit(2)
-        rec.record(RunFinished(t=2.0, status="completed", turns=2, accepted=1, acceptance_rate=0.5,
+        rec.handle(RunFinished(t=2.0, status="completed", turns=2, accepted=1, acceptance_rate=0.5,
                                objectives_covered=[]))
     """
 )

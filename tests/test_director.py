@@ -64,7 +64,7 @@ def test_two_good_turns_are_accepted_and_cover_both_objectives(scenario_file, tm
     assert header.models == {  # the bundled cast
         "student": "local/smollm2-135m",
         "teacher": "local/qwen2.5-0.5b",
-        "judge": "local/qwen2.5-0.5b",
+        "judge": "local/qwen2.5-1.5b",
     }
     assert header.options["turns"] == 2 and len(header.scenario_sha256) == 64
     accepted = [e for e in events if isinstance(e, TurnAccepted)]
@@ -244,3 +244,65 @@ def test_resume_rebuilds_turns_spent_per_objective() -> None:
     progress, t = progress_from(events, [a, b])
     assert progress.tries == {a: 2, b: 1} and progress.next_turn == 4 and t == 3.0
     assert progress.next_objective() == b  # fewest turns among the uncovered
+
+
+def test_resume_restores_what_went_wrong_per_objective() -> None:
+    """A resumed student is told what went wrong last time, as it would have been without the crash: a
+    rejected answer, or a teach-back that was not accepted (with the judge's reason)."""
+    from teachback.scenarios.run import progress_from
+    from teachback.transcripts.progress import MISUNDERSTOOD, REJECTED
+
+    a, b = "the capital and founding of Vellmar", "the currency of Vellmar"
+    events = [
+        TurnRejected(t=1.0, turn=1, objective=a, reason="x"),
+        Verdict(t=2.0, turn=2, kind="teachback", score=0.2, accepted=False, reason="it named no currency"),
+        TurnAccepted(
+            t=2.1, turn=2, objective=b, question="q", answer=GOOD_CURRENCY, score=0.9, teacher_model="m",
+            teachback="I dunno.", teachback_score=0.2, objective_covered=False,
+        ),
+    ]  # fmt: skip
+    progress, _ = progress_from(events, [a, b])
+    assert progress.mistakes == {a: REJECTED, b: MISUNDERSTOOD.format(reason="it named no currency")}
+    covered = TurnAccepted(
+        t=3.0, turn=3, objective=b, question="q", answer=GOOD_CURRENCY, score=0.9, teacher_model="m",
+        objective_covered=True,
+    )  # fmt: skip
+    progress, _ = progress_from([*events, covered], [a, b])
+    assert progress.mistakes == {a: REJECTED} and progress.covered == [b] and progress.next_turn == 4
+
+
+def test_a_resume_rebuilds_the_progress_the_live_run_had(scenario_file, tmp_path, monkeypatch) -> None:
+    """`Progress.apply` over the transcript gives what the director itself counted: turns, outcomes,
+    objectives, what went wrong, lessons, facts (`asked` is the director's own)."""
+    from dataclasses import asdict
+
+    from teachback.scenarios.director import Director
+    from teachback.scenarios.run import progress_from
+
+    live = []
+    play = Director.run
+
+    async def keep(self, progress):  # type: ignore[no-untyped-def]
+        live.append(await play(self, progress))
+        return live[-1]
+
+    monkeypatch.setattr(Director, "run", keep)
+    clients = cast(
+        student=[
+            "What is the capital of Vellmar?",
+            "What is the currency of Vellmar?",
+            "I dunno.",
+            "When was Vellmar founded?",
+            "Vellmar was founded in 1487 by Queen Almeth; Korrin is the capital.",
+        ],
+        teacher=[WRONG_CAPITAL, WRONG_CAPITAL, GOOD_CURRENCY, GOOD_CAPITAL],
+        judge=[verdict(10), verdict(10), verdict(9)],
+    )
+    events = run(scenario_file(turns=3, answer_retries=1), tmp_path, clients)
+    assert [type(e) for e in events if isinstance(e, TurnAccepted | TurnRejected)] == [
+        TurnRejected, TurnAccepted, TurnAccepted,
+    ]  # fmt: skip
+    (progress,) = live
+    rebuilt, _ = progress_from(events, progress.objectives)
+    assert progress.mistakes  # the currency's teach-back was not accepted
+    assert {**asdict(rebuilt), "asked": {}} == {**asdict(progress), "asked": {}}

@@ -28,6 +28,7 @@ MODULES = [
     "teachback.errors",
     "teachback.transcripts.events",
     "teachback.transcripts.run_folder",
+    "teachback.transcripts.progress",
 ]
 
 PACKAGES = [

@@ -204,10 +204,10 @@ def test_the_transcript_never_holds_a_key(tmp_path: Path, monkeypatch: pytest.Mo
         started_at="2026-01-01T00:00:00Z",
     )
     with TranscriptRecorder(path) as rec:
-        rec.record(header)
-        rec.record(Notice(t=0.5, level="error", message=f'teacher said "{PLANTED}"'))
+        rec.handle(header)
+        rec.handle(Notice(t=0.5, level="error", message=f'teacher said "{PLANTED}"'))
         reason = f"teacher failed: authentication failed (Incorrect API key provided: {PLANTED})"
-        rec.record(RunFinished(t=1.0, status="failed", turns=0, accepted=0, acceptance_rate=0.0,
+        rec.handle(RunFinished(t=1.0, status="failed", turns=0, accepted=0, acceptance_rate=0.0,
                                objectives_covered=[], reason=reason))  # fmt: skip
     text = path.read_text(encoding="utf-8")
     assert PLANTED not in text and "sk-planted" not in text

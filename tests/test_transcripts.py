@@ -134,7 +134,7 @@ def test_record_then_read_gives_back_the_same_events(tmp_path: Path) -> None:
     events = make_run()
     with TranscriptRecorder(path) as rec:
         for event in events:
-            rec.record(event)
+            rec.handle(event)
     assert read_transcript(path) == events
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == len(events)
@@ -145,8 +145,8 @@ def test_every_event_is_flushed_before_close(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     rec = TranscriptRecorder(path)
     events = make_run()
-    rec.record(events[0])
-    rec.record(events[1])
+    rec.handle(events[0])
+    rec.handle(events[1])
     assert read_transcript(path) == events[:2]  # read while the recorder is still open
     rec.close()
 
@@ -159,7 +159,7 @@ def test_turn_outcomes_and_the_end_are_fsynced(tmp_path: Path, monkeypatch: pyte
         recorder.os, "fsync", lambda fd: synced.append(path.read_text(encoding="utf-8").splitlines()[-1])
     )
     for event in make_run():
-        rec.record(event)
+        rec.handle(event)
     kinds = [json.loads(line)["type"] for line in synced]
     assert kinds == ["turn_accepted", "turn_rejected", "run_finished"]
     rec.close()
@@ -172,7 +172,7 @@ def test_close_is_idempotent_and_recording_after_close_fails(tmp_path: Path) -> 
     rec.close()
     assert rec.closed
     with pytest.raises(ValueError, match="closed"):
-        rec.record(make_run()[0])
+        rec.handle(make_run()[0])
 
 
 def test_a_resumed_run_appends_a_second_header(tmp_path: Path) -> None:
@@ -181,7 +181,7 @@ def test_a_resumed_run_appends_a_second_header(tmp_path: Path) -> None:
     for part in (first, second):
         with TranscriptRecorder(path) as rec:
             for event in part:
-                rec.record(event)
+                rec.handle(event)
     events = read_transcript(path)
     assert events == first + second
     assert [e.resumed_from_turn for e in events if isinstance(e, RunStarted)] == [0, 2]
@@ -193,7 +193,7 @@ def test_recorder_refuses_to_append_after_a_cut_off_line(tmp_path: Path) -> None
         TranscriptRecorder(path)
     assert repair_truncated_tail(path)
     with TranscriptRecorder(path) as rec:
-        rec.record(make_run()[1])
+        rec.handle(make_run()[1])
     assert len(read_transcript(path)) == 2
 
 
@@ -351,7 +351,7 @@ def recorded(tmp_path: Path, events: list[Event]) -> Path:
     path = tmp_path / "t.jsonl"
     with TranscriptRecorder(path) as rec:
         for event in events:
-            rec.record(event)
+            rec.handle(event)
     return path
 
 

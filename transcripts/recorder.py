@@ -1,8 +1,11 @@
 """Append events to a JSONL transcript, one line each, so a crash loses at most the line being written.
 
     with TranscriptRecorder(run_dir / "transcript.jsonl") as rec:
-        rec.record(header)
-        rec.record(TurnAccepted(...))  # flushed and fsynced: accepted turns survive a crash
+        rec.handle(header)
+        rec.handle(TurnAccepted(...))  # flushed and fsynced: accepted turns survive a crash
+
+A run's first sink (transcripts/sinks.py): it writes each event before the renderer draws it and the
+memory stores it.
 
 Every event is flushed as it is written; turn outcomes and the end of the run are also fsynced.
 No secret is written: an API key or bearer token in any field (a provider's error that echoes the key,
@@ -40,7 +43,7 @@ class TranscriptRecorder:
     def closed(self) -> bool:
         return self._file.closed
 
-    def record(self, event: Event) -> None:
+    def handle(self, event: Event) -> None:
         """Write one event as one line; flush it, and fsync turn outcomes and the end of the run."""
         if self._file.closed:
             raise ValueError(f"{self.path}: recorder is closed")

@@ -46,6 +46,7 @@ from teachback.transcripts.events import (
     TurnStarted,
     Verdict,
 )
+from teachback.transcripts.progress import Progress
 
 REFRESH_PER_SECOND = 12
 PANEL_LINES = 8  # the live area shows the last lines of each speaker's message
@@ -56,7 +57,7 @@ LEVEL_STYLES = {"info": "dim", "warning": "yellow", "error": "bold red"}
 
 
 class Renderer(Protocol):
-    """Consumes events and draws them; `close()` ends the drawing."""
+    """Consumes events and draws them (a `Sink`, transcripts/sinks.py); `close()` ends the drawing."""
 
     def handle(self, event: Event) -> None: ...
 
@@ -74,21 +75,36 @@ def make_renderer(console: Console, plain: bool) -> Renderer:
 
 
 class RunStats:
-    """What the progress line and the summary report, gathered from the events seen so far."""
+    """What the progress line and the summary report, gathered from the events seen so far: the run's
+    `Progress` (the fold the director and a resume use), with the renderer's own figures beside it."""
 
     def __init__(self) -> None:
         self.header: RunStarted | None = None
         self.turn = 0
-        self.accepted = 0
-        self.rejected = 0
-        self.covered: set[str] = set()
+        self.so_far = Progress()  # accepted, rejected, objectives covered, facts taught
         self.tokens = 0
         self.seconds = 0.0
         self.teachers: dict[str, SeatStats] = {}  # a panel's members, by name
         self.students: dict[str, int] = {}  # accepted turns per student
-        self.taught: dict[int, int] = {}  # curriculum fact -> accepted turns that stated it
+
+    @property
+    def accepted(self) -> int:
+        return self.so_far.accepted
+
+    @property
+    def rejected(self) -> int:
+        return self.so_far.rejected
+
+    @property
+    def covered(self) -> list[str]:
+        return self.so_far.covered
+
+    @property
+    def taught(self) -> dict[int, int]:
+        return self.so_far.taught
 
     def update(self, event: Event) -> None:
+        self.so_far.apply(event)
         turn = getattr(event, "turn", 0)
         if isinstance(turn, int) and turn > 0:
             self.turn = turn
@@ -98,11 +114,6 @@ class RunStats:
             self.tokens += max(0, event.tokens)
             self.seconds += max(0.0, event.seconds)
         elif isinstance(event, TurnAccepted):
-            self.accepted += 1
-            for fact in event.facts if isinstance(event.facts, list) else []:
-                self.taught[fact] = self.taught.get(fact, 0) + 1
-            if event.objective_covered:
-                self.covered.add(event.objective)
             self.students[event.student] = self.students.get(event.student, 0) + 1
         elif isinstance(event, Verdict) and event.kind == ANSWER:
             self.teachers.setdefault(event.name, SeatStats()).judged(event)
@@ -112,10 +123,6 @@ class RunStats:
                 member.failed += 1 if candidate.get("error") else 0
             if event.chosen:
                 self.teachers.setdefault(event.chosen, SeatStats()).chosen += 1
-        elif isinstance(event, TurnRejected):
-            self.rejected += 1
-        elif isinstance(event, RunFinished):
-            self.covered.update(event.objectives_covered)
 
     def seats(self, role: str) -> list[str]:
         """The names of the header's seats of `role` (none in transcripts from before panels)."""

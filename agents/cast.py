@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from teachback.agents import prompts
 from teachback.agents.endpoints import client_options
 from teachback.agents.judge import LLMVerdict
-from teachback.agents.models import ModelRef, resolve
+from teachback.agents.models import ModelRef, entailment_threshold, resolve
 from teachback.errors import ModelError
 
 if TYPE_CHECKING:
@@ -160,6 +160,7 @@ def make_entailer(model: str, client: ChatCompletionClient, *, scripted: bool = 
     from teachback.agents.entailment import ChatEntailer, LocalEntailer
 
     ref = resolve(model)
+    threshold = entailment_threshold(model)
     if ref.local_path is not None and not scripted:
-        return LocalEntailer(ref.local_path)
-    return ChatEntailer(client)
+        return LocalEntailer(ref.local_path, threshold=threshold)
+    return ChatEntailer(client, threshold=threshold)

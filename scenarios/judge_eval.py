@@ -20,7 +20,7 @@ plurals, a true extra fact) and wrong ones, most of them recombining the knowled
 question). Every answer is judged the way the gate judges a teacher's answer (`Rubric.answer`, against
 the knowledge, with no reference), by the same three deciders:
 
-    llm        the judge model alone: every claim of the answer entailed (P(true) >= judge.ENTAILED) by
+    llm        the judge model alone: every claim of the answer entailed (P(true) >= the judge's threshold) by
                the two knowledge sentences that share most with it
     grounded   the claim alignment alone: every claim supported by one sentence, and the question answered
     combined   the gate as shipped (alignment, then the model on what alignment leaves open)
@@ -305,7 +305,7 @@ async def evaluate_gate(
         model_alone = (
             bool(claims)
             and not addresses_the_judge(item.answer)
-            and all(p is not None and p >= ENTAILED for p in alone)
+            and all(p is not None and p >= (judge.threshold if judge else ENTAILED) for p in alone)
         )
         grounded = rubric.answer(item.question, item.answer, None, claims)
         grounded_ok = grounded.accepted and all(c.status == SUPPORTED for c in claims)

@@ -17,6 +17,7 @@ MODULES = [
     "teachback.agents.grounding",
     "teachback.agents.instructions",
     "teachback.agents.prompts",
+    "teachback.agents.models",
     "teachback.scenarios.director",
     "teachback.scenarios.panel",
     "teachback.scenarios.quiz",

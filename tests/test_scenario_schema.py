@@ -49,7 +49,7 @@ def test_bundled_scenario_loads_and_grounds_its_quiz(name: str) -> None:
     assert (s.teacher.model, s.student.model, s.judge.model) == (
         "local/qwen2.5-0.5b",
         "local/smollm2-135m",
-        "local/qwen2.5-0.5b",
+        "local/qwen2.5-1.5b",
     )  # the bundled cast
     assert "only the notes" in " ".join((s.teacher.system_prompt or "").split())
     words = len(loaded.knowledge_text.split())

@@ -156,7 +156,7 @@ class Bench:
         accepted = {(e.question, e.answer) for e in events if isinstance(e, TurnAccepted)}
         store = MemoryStore.open(path=run_dir.parent / "mem")
         run_id = events[0].run_id
-        turns = store.list("chaos") if "chaos" in store.namespaces() else []
+        turns = store.entries("chaos") if "chaos" in store.namespaces() else []
         stored = {(t.question, t.answer) for t in turns if t.run_id == run_id}
         lost = (seen | accepted) - (accepted & stored)
         if lost:

@@ -100,7 +100,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    turns = _open(args).list(args.namespace, run=args.run)
+    turns = _open(args).entries(args.namespace, run=args.run)
     for turn in turns:
         if args.json:
             print(json.dumps(_as_json(turn), ensure_ascii=False))

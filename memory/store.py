@@ -31,7 +31,6 @@ Every chromadb failure becomes one MemoryStoreError line that names the folder o
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import os
 import re
@@ -328,30 +327,30 @@ class MemoryStore:
             raise MemoryStoreError(f"add_turn: {exc}") from exc
         return self.add_turns(namespace, [record])[0]
 
-    def add_turns(self, namespace: str, records: Sequence[TurnRecord]) -> builtins.list[AddResult]:
+    def add_turns(self, namespace: str, records: Sequence[TurnRecord]) -> list[AddResult]:
         """Store many turns at once (embedded and upserted in batches), in order; one AddResult each."""
         collection, ef = self._collection(namespace, create=True)
-        results: builtins.list[AddResult] = []
+        results: list[AddResult] = []
         for start in range(0, len(records), _CHUNK):
             results += self._add_chunk(collection, ef, namespace, records[start : start + _CHUNK])
         return results
 
     def _add_chunk(
         self, collection: Collection, ef: Any, namespace: str, records: Sequence[TurnRecord]
-    ) -> builtins.list[AddResult]:
+    ) -> list[AddResult]:
         now = _now()
         ids = [turn_id(namespace, r.question, r.answer) for r in records]
         vectors = turn_vectors(ef, [r.question for r in records], [r.answer for r in records])
         with self._guard("reading stored turns"):
-            got = collection.get(ids=builtins.list(dict.fromkeys(ids)), include=["metadatas"])
+            got = collection.get(ids=list(dict.fromkeys(ids)), include=["metadatas"])
             existing = {i: dict(m or {}) for i, m in zip(got["ids"], got["metadatas"] or [], strict=False)}
             fresh = [i for i, id_ in enumerate(ids) if id_ not in existing and id_ not in ids[:i]]
             nearest = self._nearest(collection, vectors[fresh]) if fresh else []
         nearest_of = dict(zip(fresh, nearest, strict=True))
 
-        results: builtins.list[AddResult] = []
+        results: list[AddResult] = []
         batch: dict[str, tuple[Any, str, dict[str, Any]]] = {}  # id -> (vector, document, metadata)
-        canonical_rows: builtins.list[int] = []  # rows of this chunk stored as canonical turns
+        canonical_rows: list[int] = []  # rows of this chunk stored as canonical turns
         for i, (record, id_) in enumerate(zip(records, ids, strict=True)):
             if id_ in existing or id_ in batch:
                 before: dict[str, Any] = existing.get(id_) or batch[id_][2]
@@ -379,19 +378,19 @@ class MemoryStore:
             batch[id_] = (vectors[i], document_of(record.question, record.answer), meta)
         with self._guard(f"writing {len(batch)} turn(s) to namespace {namespace!r}"):
             collection.upsert(
-                ids=builtins.list(batch),
+                ids=list(batch),
                 embeddings=[v for v, _, _ in batch.values()],
                 documents=[d for _, d, _ in batch.values()],
                 metadatas=[m for _, _, m in batch.values()],
             )
         return results
 
-    def _nearest(self, collection: Collection, vectors: np.ndarray) -> builtins.list[tuple[str, float]]:
+    def _nearest(self, collection: Collection, vectors: np.ndarray) -> list[tuple[str, float]]:
         """For each vector: the canonical turn its closest stored turn stands for, and the similarity."""
         if collection.count() == 0:
             return [("", 0.0)] * len(vectors)
         got = collection.query(query_embeddings=vectors, n_results=1, include=["metadatas", "distances"])
-        out: builtins.list[tuple[str, float]] = []
+        out: list[tuple[str, float]] = []
         for ids, metas, dists in zip(got["ids"], got["metadatas"] or [], got["distances"] or [], strict=True):
             if not ids:
                 out.append(("", 0.0))
@@ -421,8 +420,8 @@ class MemoryStore:
             deleted += len(ids)
         return deleted
 
-    def _promote_orphans(self, collection: Collection, gone: builtins.list[str]) -> None:
-        orphans: dict[str, builtins.list[tuple[str, dict[str, Any]]]] = {}
+    def _promote_orphans(self, collection: Collection, gone: list[str]) -> None:
+        orphans: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for start in range(0, len(gone), 500):
             where: Any = {"duplicate_of": {"$in": gone[start : start + 500]}}
             got = collection.get(where=where, include=["metadatas"])
@@ -439,7 +438,7 @@ class MemoryStore:
             for id_, meta in group[1:]:
                 updates[id_] = {**meta, "duplicate_of": head}
         if updates:
-            collection.update(ids=builtins.list(updates), metadatas=builtins.list(updates.values()))
+            collection.update(ids=list(updates), metadatas=list(updates.values()))
 
     def clear(self, namespace: str) -> None:
         """Delete a namespace and everything in it."""
@@ -453,13 +452,13 @@ class MemoryStore:
 
     def search(
         self, namespace: str | None, query: str, k: int = 5, include_duplicates: bool = False
-    ) -> builtins.list[Hit]:
+    ) -> list[Hit]:
         """The `k` stored turns most similar to `query`, best first (`namespace=None`: all namespaces)."""
         from teachback.memory.embeddings import embed_texts
 
         if k < 1:
             raise MemoryStoreError(f"search needs k >= 1, got {k}")
-        hits: builtins.list[Hit] = []
+        hits: list[Hit] = []
         vectors: dict[str, Any] = {}  # one query vector per embedder, however many namespaces use it
         for ns in self._targets(namespace):
             collection, ef = self._collection(ns)
@@ -493,11 +492,11 @@ class MemoryStore:
         hits.sort(key=lambda h: -h.similarity)
         return hits[:k]
 
-    def list(
+    def entries(
         self, namespace: str | None = None, run: str | None = None, include_duplicates: bool = True
-    ) -> builtins.list[StoredTurn]:
+    ) -> list[StoredTurn]:
         """Stored turns in the order they were learned (`namespace=None`: all namespaces)."""
-        turns: builtins.list[StoredTurn] = []
+        turns: list[StoredTurn] = []
         for ns in self._targets(namespace):
             collection, _ = self._collection(ns)
             for id_, meta, doc in self._all(collection, {"run_id": run} if run else None, f"listing {ns!r}"):
@@ -511,7 +510,7 @@ class MemoryStore:
         """Per namespace: canonical turns, duplicates, runs, embedder and the time of the last write."""
         from teachback.memory.embeddings import spec_of
 
-        out: builtins.list[NamespaceStats] = []
+        out: list[NamespaceStats] = []
         for ns in self.namespaces():
             collection, ef = self._collection(ns)
             turns = dups = 0
@@ -538,9 +537,9 @@ class MemoryStore:
         """Write the stored turns as training data (see memory/export.py for the formats)."""
         from teachback.memory.export import write_jsonl
 
-        kept: builtins.list[StoredTurn] = []
+        kept: list[StoredTurn] = []
         dups = low = 0
-        for turn in self.list(namespace):
+        for turn in self.entries(namespace):
             if turn.duplicate_of is not None and not include_duplicates:
                 dups += 1
             elif turn.judge_score < min_score:
@@ -550,7 +549,7 @@ class MemoryStore:
         written = write_jsonl(((t.question, t.answer) for t in kept), fmt, out)
         return ExportResult(Path(out), written, dups, low)
 
-    def namespaces(self) -> builtins.list[str]:
+    def namespaces(self) -> list[str]:
         """The namespaces stored here, sorted (collections not made by teachback are ignored)."""
         with self._guard("listing namespaces"):
             collections = self._client.list_collections()
@@ -559,7 +558,7 @@ class MemoryStore:
 
     # ---- internals ---------------------------------------------------------------------------------------
 
-    def _targets(self, namespace: str | None) -> builtins.list[str]:
+    def _targets(self, namespace: str | None) -> list[str]:
         if namespace is None:
             return self.namespaces()
         self._collection(namespace)  # raises when it does not exist

@@ -95,7 +95,7 @@ def select_turns(
     """The accepted, non-duplicate turns the request names, in the order they were learned."""
     turns = [
         t
-        for t in store.list(namespace, include_duplicates=False)
+        for t in store.entries(namespace, include_duplicates=False)
         if t.judge_score >= request.min_score
         and (not runs or t.run_id in runs)
         and (

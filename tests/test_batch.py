@@ -311,7 +311,7 @@ def test_real_local_batch_reports_a_failed_run_and_finishes_the_other(tmp_path: 
     accepted = [e for e in events if isinstance(e, TurnAccepted)]
     store = MemoryStore.open(path=tmp_path / ".teachback" / "memory", create=False)
     # the namespace is created by the first accepted turn: a one-turn run the judge rejected stores nothing
-    stored = store.list("invented-domain") if "invented-domain" in store.namespaces() else []
+    stored = store.entries("invented-domain") if "invented-domain" in store.namespaces() else []
     assert len([t for t in stored if t.run_id == events[0].run_id]) == len(accepted)
 
 
@@ -345,7 +345,7 @@ def test_real_ray_batch_shares_one_chroma_server(tmp_path: Path) -> None:
             in_memory = set()
             if namespace in store.namespaces():  # created by the first accepted turn, not before
                 in_memory = {
-                    (t.question, t.answer) for t in store.list(namespace) if t.run_id == events[0].run_id
+                    (t.question, t.answer) for t in store.entries(namespace) if t.run_id == events[0].run_id
                 }
             assert in_memory == accepted
             total += len(accepted)

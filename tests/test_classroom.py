@@ -88,8 +88,8 @@ def test_each_student_has_its_own_namespace(scenario_file, tmp_path) -> None:
     stored = {e.turn: e.namespace for e in events if isinstance(e, MemoryStored)}
     assert stored == {1: "vellmar-test-ana", 2: "vellmar-test-ben", 3: "vellmar-test-ana"}
     store = MemoryStore.open(path=tmp_path / "mem", create=False)
-    ana = store.list("vellmar-test-ana")
-    ben = store.list("vellmar-test-ben")
+    ana = store.entries("vellmar-test-ana")
+    ben = store.entries("vellmar-test-ben")
     assert sorted(t.turn for t in ana) == [1, 3] and [t.turn for t in ben] == [2]
     assert ben[0].question == "What is the currency of Vellmar?"
     assert ben[0].metadata["student_model"] == "local/smollm2-135m"
@@ -171,7 +171,7 @@ def test_bundled_classroom_runs_both_students(tmp_path: Path) -> None:
         store = MemoryStore.open(path=memory, create=False)
         for turn in accepted:
             namespace = f"classroom-{turn.student}"
-            assert turn.question in [t.question for t in store.list(namespace)]
+            assert turn.question in [t.question for t in store.entries(namespace)]
 
 
 def test_a_retrieval_student_is_quizzed_without_then_with_its_notes(

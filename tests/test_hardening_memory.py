@@ -51,7 +51,7 @@ def test_a_client_without_the_token_is_refused_and_one_with_it_works(
     monkeypatch.setenv(MEMORY_TOKEN_ENV, server.token)  # how a run gets it
     store = MemoryStore.open(url=server.url)
     store.add_turn("vellmar", question="What is the capital?", answer="Korrin.", run_id="r1", turn=1)
-    assert [t.answer for t in store.list("vellmar")] == ["Korrin."]
+    assert [t.answer for t in store.entries("vellmar")] == ["Korrin."]
 
     # below the client: the HTTP API itself refuses reads and writes without the token
     assert status(server.url + COLLECTIONS) == 403

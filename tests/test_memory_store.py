@@ -108,7 +108,7 @@ class TestStore:
         )
         assert result.id == turn_id(ns, CAPITAL["question"], CAPITAL["answer"])
         assert (result.duplicate_of, result.similarity, result.existed) == (None, 0.0, False)
-        [turn] = store.list(ns)
+        [turn] = store.entries(ns)
         assert set(turn.metadata) == set(RECORD_FIELDS)
         assert turn.question == CAPITAL["question"] and turn.answer == CAPITAL["answer"]
         m = turn.metadata
@@ -123,7 +123,7 @@ class TestStore:
             ns, question="  what is the CAPITAL of Vellmar? ", answer=CAPITAL["answer"], run_id="r2"
         )
         assert again.id == first.id and again.existed and again.duplicate_of is None
-        [turn] = store.list(ns)
+        [turn] = store.entries(ns)
         assert turn.run_id == "r2"  # the latest provenance wins; created_at is kept
         [stats] = [s for s in store.stats().namespaces if s.namespace == ns]
         assert (stats.turns, stats.duplicates) == (1, 0)
@@ -159,7 +159,7 @@ class TestStore:
         assert a.duplicate_of is None and b.duplicate_of is None
         assert c.duplicate_of == a.id
         assert d.id == a.id and d.existed
-        assert len(store.list(ns)) == 3
+        assert len(store.entries(ns)) == 3
 
     def test_search_ranks_by_meaning(self, store: MemoryStore, ns: str) -> None:
         store.add_turns(ns, [TurnRecord(**CAPITAL), TurnRecord(**CURRENCY), TurnRecord(**RIVER)])
@@ -172,11 +172,11 @@ class TestStore:
         store.add_turn(ns, **CAPITAL, run_id="r1", turn=1)
         store.add_turn(ns, **CURRENCY, run_id="r2", turn=1)
         store.add_turn(ns, **RIVER, run_id="r2", turn=2)
-        assert [t.turn for t in store.list(ns, run="r2")] == [1, 2]
+        assert [t.turn for t in store.entries(ns, run="r2")] == [1, 2]
         assert store.delete_run(ns, "r2", from_turn=2) == 1
         assert store.delete_run(ns, "r2") == 1
         assert store.delete_run(ns, "r2") == 0
-        assert [t.run_id for t in store.list(ns)] == ["r1"]
+        assert [t.run_id for t in store.entries(ns)] == ["r1"]
 
     def test_deleting_the_original_promotes_its_oldest_duplicate(self, store: MemoryStore, ns: str) -> None:
         store.add_turn(ns, **CAPITAL, run_id="r1")
@@ -185,7 +185,7 @@ class TestStore:
             ns, question="Which city is Vellmar's capital?", answer=CAPITAL["answer"], run_id="r3"
         )
         assert store.delete_run(ns, "r1") == 1
-        by_id = {t.id: t for t in store.list(ns)}
+        by_id = {t.id: t for t in store.entries(ns)}
         assert by_id[dup.id].duplicate_of is None
         assert by_id[third.id].duplicate_of == dup.id
 
@@ -194,7 +194,7 @@ class TestStore:
         store.add_turn(ns, **CAPITAL)
         store.add_turn(other, **CAPITAL)
         assert {ns, other} <= set(store.namespaces())
-        assert len(store.list(other)) == 1 and store.list(other)[0].namespace == other
+        assert len(store.entries(other)) == 1 and store.entries(other)[0].namespace == other
         assert len({h.id for h in store.search(None, "capital", k=10) if h.namespace in (ns, other)}) == 2
 
     def test_export_leaves_out_duplicates_and_low_scores(

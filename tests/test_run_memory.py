@@ -43,7 +43,7 @@ def run(scenario: Path, out: Path, memory: Path, cast: dict, **kw: object) -> li
 
 
 def stored(memory: Path, namespace: str = "vellmar-test") -> list:
-    return MemoryStore.open(path=memory, create=False).list(namespace)
+    return MemoryStore.open(path=memory, create=False).entries(namespace)
 
 
 def test_accepted_turns_are_stored_with_provenance(scenario_file, tmp_path: Path) -> None:

@@ -18,7 +18,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from teachback.errors import FinetuneError, ModelError
+
 ADAPTERS_DIR = Path(".teachback") / "adapters"
+# What reading a file that is not an adapter raises: lora.py's one-line FinetuneError for a file gguf
+# cannot read (empty, foreign, cut off), OSError for one that went away, ValueError and TypeError for
+# metadata of the wrong kind. Anything else is a bug, and is raised.
+UNREADABLE = (FinetuneError, OSError, ValueError, TypeError)
 
 
 @dataclass
@@ -85,32 +91,53 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def list_adapters(directory: Path | None = None) -> list[AdapterInfo]:
-    """Every readable adapter in the registry, oldest first (by the date inside, then the file time)."""
+def list_adapters(
+    directory: Path | None = None, unreadable: list[tuple[Path, str]] | None = None
+) -> list[AdapterInfo]:
+    """Every readable adapter in the registry, oldest first (by the date inside, then the file time).
+    A half-copied or foreign file is not an adapter: it is left out, and added to `unreadable` (its path
+    and why) when that list is given."""
     directory = Path(directory or ADAPTERS_DIR)
     if not directory.is_dir():
         return []
     found = []
     for path in directory.glob("*.gguf"):
-        with contextlib.suppress(Exception):  # a half-copied or foreign file is not an adapter
+        try:
             found.append(AdapterInfo.read(path))
+        except UNREADABLE as exc:
+            if unreadable is not None:
+                unreadable.append((path, " ".join(str(exc).split())))
     return sorted(found, key=lambda a: (a.created, a.path.stat().st_mtime, a.path.name))
 
 
 def latest_adapter(
     base_model: Path, directory: Path | None = None, namespace: str | None = None
 ) -> Path | None:
-    """The newest adapter in the registry trained on `base_model` (same sha256), of `namespace` if given."""
+    """The newest adapter in the registry trained on `base_model` (same sha256), of `namespace` if given.
+
+    A file in the registry that cannot be read and is newer than that adapter (or newer than nothing)
+    may be the newest one, cut off or damaged: a one-line ModelError names it, rather than an older
+    adapter taking its place unseen."""
     from teachback.memory.finetune import sha256_file
 
-    candidates = list_adapters(directory)
+    unreadable: list[tuple[Path, str]] = []
+    candidates = list_adapters(directory, unreadable)
     if namespace:
         candidates = [a for a in candidates if a.namespace == namespace]
-    if not candidates:
-        return None
-    base_sha = sha256_file(Path(base_model))
+    base_sha = sha256_file(Path(base_model)) if candidates else ""
     matching = [a for a in candidates if a.base_sha256 == base_sha]
-    return matching[-1].path.resolve() if matching else None
+    chosen = matching[-1].path if matching else None
+    since = chosen.stat().st_mtime if chosen is not None else float("-inf")
+    newer = [(path, why) for path, why in unreadable if path.stat().st_mtime > since]
+    if newer:
+        path, why = max(newer, key=lambda item: item[0].stat().st_mtime)
+        than = f" than {chosen.name}, the newest readable one for {Path(base_model).name}," if chosen else ""
+        why = why.removeprefix(f"{path}: ")[:120]
+        raise ModelError(
+            f"adapter 'latest': {path} is newer{than} and cannot be read ({why}); "
+            "remove it or train again, or name an adapter file instead of 'latest'"
+        )
+    return chosen.resolve() if chosen is not None else None
 
 
 def find_adapter(ident: str, directory: Path | None = None) -> AdapterInfo:

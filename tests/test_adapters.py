@@ -72,6 +72,20 @@ def test_latest_matches_the_base_file_not_just_the_date(bases: tuple[Path, Path]
     assert latest_adapter(two, namespace="tessel") is None
 
 
+def test_latest_names_a_newer_adapter_it_cannot_read(bases: tuple[Path, Path]) -> None:
+    """A cut-off newest adapter is an error that names it, not an older adapter loaded in its place."""
+    one, _ = bases
+    old = adapter(ADAPTERS_DIR / "old.gguf", one, "2026-11-01T10:00:00")
+    cut = ADAPTERS_DIR / "new.gguf"
+    cut.write_bytes(old.read_bytes()[:40])
+    then = old.stat().st_mtime
+    os.utime(cut, (then + 60, then + 60))
+    with pytest.raises(ModelError, match=r"new\.gguf is newer than old\.gguf, .* cannot be read"):
+        latest_adapter(one)
+    os.utime(cut, (then - 60, then - 60))  # an older unreadable file hides nothing
+    assert latest_adapter(one) == old.resolve()
+
+
 def test_adapter_latest_in_a_scenario(bases: tuple[Path, Path], tmp_path: Path) -> None:
     one, _ = bases
     with pytest.raises(ModelError, match=r"'latest': no adapter for one.gguf .*teachback finetune"):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,30 @@ def judge(score: int = 9, calls: int = 64) -> ScriptedChatClient:
     """A scripted judge that gives every call the same verdict: a JSON verdict where the judge model is
     asked for one (no knowledge), P(true) = score / 10 where it is asked whether the notes say a claim."""
     return ScriptedChatClient([verdict(score)] * calls, role="judge")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _caches_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test keeps ~/.cache untouched: $XDG_CACHE_HOME is a folder of the session (the children
+    that tests start inherit it), so the assembled models and fine-tuning's training copies are written
+    there. Those already in the real cache are linked in (a file is replaced, never written through a
+    link), and their small stamps copied, so nothing is built twice."""
+    real = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "teachback"
+    cache = tmp_path_factory.mktemp("cache")
+    for folder in real.iterdir() if real.is_dir() else ():
+        if not folder.is_dir() or folder.name == "wheels":  # wheels: scripts/setup.sh's, not the tests'
+            continue
+        mirror = cache / "teachback" / folder.name
+        mirror.mkdir(parents=True)
+        for file in folder.iterdir():
+            if file.is_file() and file.stat().st_size > 1 << 20:
+                (mirror / file.name).symlink_to(file)
+            elif file.is_file():  # a model's .sha256 stamp: rewritten in place when it is assembled again
+                (mirror / file.name).write_bytes(file.read_bytes())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(cache))
+        patch.delenv("TEACHBACK_CACHE", raising=False)
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -37,9 +37,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from teachback.agents.endpoints import MAX_RETRIES, MAX_TIMEOUT, api_base_problem, is_local, key_env_problem
-from teachback.agents.models import DEFAULT_STUDENT, DEFAULT_TEACHER, check_model_string
+from teachback.agents.models import DEFAULT_JUDGE, DEFAULT_STUDENT, DEFAULT_TEACHER, check_model_string
 
-DEFAULT_MODEL = DEFAULT_TEACHER  # teachers and the judge
+DEFAULT_MODEL = DEFAULT_TEACHER  # teachers (the judge has its own default, DEFAULT_JUDGE)
 
 
 def _not_blank(value: str) -> str:
@@ -262,6 +262,9 @@ class StudentRole(Role):
 class JudgeRole(Role):
     """The judge: scores each answer against the knowledge; accepts at or above `threshold`."""
 
+    model: str = Field(
+        default=DEFAULT_JUDGE, description="model string: local/qwen2.5-1.5b, local:/path.gguf, openai/..."
+    )
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="sampling temperature, 0 to 2")
     max_tokens: int = Field(default=96, ge=1, le=4096, description="longest reply in tokens, 1 to 4096")
     threshold: float = Field(default=0.6, ge=0.0, le=1.0, description="acceptance threshold, 0 to 1")

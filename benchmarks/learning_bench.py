@@ -14,7 +14,9 @@ far; a student that learns by retrieval is quizzed with its memory's notes. It r
 - the ceiling: the scenario's teacher answering the quiz from the notes a dialogue would show it;
 - the precision of accepted turns: the share whose claims all hold, by the gate (no claim unsupported)
   and by the scenario's own facts (every claim stated by the curriculum's facts, aligned without a model);
-- facts taught N/M after each round, and the wall time of each round (dialogue, training and quizzes).
+- facts taught N/M after each round, and the wall time of each round (dialogue, training and quizzes);
+- where a turn's time goes: its median seconds, the teacher's and student's tokens per second, and the
+  judge's seconds per judged answer (from the transcript's messages).
 
 It prints a table per scenario, the medians over the seeds, and writes everything to `--out`.
 """
@@ -182,11 +184,39 @@ def run_figures(run_dir: Path, rubric: Any, loaded: Any) -> dict[str, Any]:
         by_facts += bool(claims) and all(c.status != "unsupported" for c in claims)
     taught = {f for a in accepted for f in a.facts}
     return {
+        **turn_timing(events),
         "acceptance": round(len(accepted) / decided, 3) if decided else None,
         "precision_gate": round(by_gate / len(accepted), 3) if accepted else None,
         "precision_facts": round(by_facts / len(accepted), 3) if accepted else None,
         "facts_taught": len(taught),
         "facts": len(header.facts),
+    }
+
+
+def turn_timing(events: list[Any]) -> dict[str, Any]:
+    """Median seconds per turn (its first event to its outcome), tokens/s of the teacher and student, and
+    the judge's median seconds per judged answer (its message carries one line per claim it was asked)."""
+    from teachback.transcripts.events import MessageDone, TurnAccepted, TurnRejected, TurnStarted
+
+    started: dict[int, float] = {}
+    spans: list[float] = []
+    for e in events:
+        if isinstance(e, TurnStarted):
+            started.setdefault(e.turn, e.t)
+        elif isinstance(e, (TurnAccepted, TurnRejected)) and e.turn in started:
+            spans.append(e.t - started[e.turn])
+
+    def rate(role: str) -> float | None:
+        said = [e for e in events if isinstance(e, MessageDone) and e.role == role and e.seconds > 0]
+        seconds = sum(e.seconds for e in said)
+        return round(sum(e.tokens for e in said) / seconds, 1) if seconds else None
+
+    judged = [e.seconds for e in events if isinstance(e, MessageDone) and e.role == "judge"]
+    return {
+        "seconds_per_turn": round(statistics.median(spans), 1) if spans else None,
+        "teacher_tokens_per_s": rate("teacher"),
+        "student_tokens_per_s": rate("student"),
+        "judge_seconds": round(statistics.median(judged), 2) if judged else None,
     }
 
 
@@ -256,6 +286,18 @@ def table(results: list[dict[str, Any]], n_rounds: int) -> str:
     ]
     lines.append("")
     lines.append("share of the ceiling after each round (medians): " + " · ".join(f"{s:.0%}" for s in share))
+    timing = [x for r in results for x in r["rounds"] if x.get("seconds_per_turn") is not None]
+    if timing:
+
+        def middle(key: str) -> str:
+            values = [x[key] for x in timing if x.get(key) is not None]
+            return f"{statistics.median(values):g}" if values else "–"
+
+        lines.append(
+            f"a turn (medians over rounds): {middle('seconds_per_turn')} s; teacher "
+            f"{middle('teacher_tokens_per_s')} tokens/s, student {middle('student_tokens_per_s')} tokens/s; "
+            f"the judge {middle('judge_seconds')} s per answer it was asked about"
+        )
     return "\n".join(lines)
 
 

@@ -90,12 +90,18 @@ class Director:
         self._t0 = clock() - t_offset
         self._topic_words = topic_words(list(scenario.objectives))
         self._select = getattr(getattr(scenario, "panel", None), "select", "best")
+        self._progress: Progress | None = None  # the run's, from `run`: every event emitted moves it
 
     def now(self) -> float:
         return round(self._clock() - self._t0, 3)
 
     def emit(self, event_type: type[Event], **fields: Any) -> None:
-        self._emit(event_type(t=self.now(), **fields))  # type: ignore[call-arg]
+        """Count the event in the run's `Progress` (the one fold that resume and the renderer use too),
+        then send it to the sinks."""
+        event = event_type(t=self.now(), **fields)  # type: ignore[call-arg]
+        if self._progress is not None:
+            self._progress.apply(event)
+        self._emit(event)
 
     async def run(self, progress: Progress) -> Progress:
         """Play turns until the budget is spent. Cancellation propagates after the transcript is closed."""
@@ -103,11 +109,11 @@ class Director:
 
         self._cancel = CancellationToken()
         self._judge_lock = asyncio.Lock()  # panel candidates are judged one at a time
+        self._progress = progress
         await self._remind_students(progress)
         try:
             while progress.next_turn <= self.scenario.turns:
-                await self._turn(progress)
-                progress.next_turn += 1
+                await self._turn(progress)  # its outcome (accepted or rejected) moves next_turn on
         except BaseException as exc:
             self._cancel.cancel()
             status = (
@@ -151,7 +157,6 @@ class Director:
         curriculum = self.curriculum
         open_objectives = curriculum.open_objectives(progress.taught, self.phrasings) if curriculum else []
         objective = progress.next_objective(open_objectives)
-        progress.tries[objective] = progress.tries.get(objective, 0) + 1
         target = curriculum.next_fact(objective, progress.taught, self.phrasings) if curriculum else None
         self.emit(
             TurnStarted,
@@ -170,8 +175,6 @@ class Director:
         before = progress.said.get(target, "") if target is not None else ""
         answer, verdict, teacher = await self._answer(turn, question, before)
         if not verdict.accepted or teacher is None:
-            progress.rejected += 1
-            progress.mistakes[objective] = "The last answer about this was rejected; ask more precisely."
             self.emit(TurnRejected, turn=turn, objective=objective, reason=verdict.reason, student=seat.name)
             return
 
@@ -179,18 +182,7 @@ class Director:
         if self.scenario.teachback:
             restatement, check = await self._teachback(turn, seat, objective, answer)
         covered = check.accepted if check is not None else True
-        if covered and objective not in progress.covered:
-            progress.covered.append(objective)
-        if covered:
-            progress.mistakes.pop(objective, None)
-        elif check is not None:
-            progress.mistakes[objective] = f"Last time you misunderstood it ({check.reason})."
-        progress.accepted += 1
-        progress.lessons.append((question, answer, seat.name))
         taught = self._taught(question, objective, verdict, check)
-        for fact in taught:
-            progress.taught[fact] = progress.taught.get(fact, 0) + 1
-            progress.said[fact] = answer
         self.emit(
             TurnAccepted,
             turn=turn,

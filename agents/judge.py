@@ -355,9 +355,9 @@ async def ask_verdict(
     client: ChatCompletionClient, question: str, answer: str, notes: str
 ) -> tuple[LLMVerdict | None, str]:
     """The judge model's verdict on an answer, asked with the director's prompts; and its raw reply."""
-    from autogen_core.models import SystemMessage, UserMessage
+    from autogen_core.models import LLMMessage, SystemMessage, UserMessage
 
-    messages = [
+    messages: list[LLMMessage] = [
         SystemMessage(content=prompts.render("judge_system", topic="")),
         UserMessage(
             content=prompts.render("judge_answer", notes=notes, question=question, answer=answer),

@@ -529,7 +529,7 @@ class Director:
         from teachback.agents.cast import Seated
 
         seat = speaker if isinstance(speaker, Seated) else None
-        agent = seat.agent if seat is not None else speaker
+        agent = speaker.agent if isinstance(speaker, Seated) else speaker
         name = seat.name if seat is not None else agent.name
         started = self._clock()
         chunks = 0

@@ -155,9 +155,10 @@ class Director:
         turn = progress.next_turn
         seat = self.cast.students[(turn - 1) % len(self.cast.students)]
         curriculum = self.curriculum
-        open_objectives = curriculum.open_objectives(progress.taught, self.phrasings) if curriculum else []
+        so_far = progress.taught_so_far()  # earlier rounds' included: go on to what is not yet taught
+        open_objectives = curriculum.open_objectives(so_far, self.phrasings) if curriculum else []
         objective = progress.next_objective(open_objectives)
-        target = curriculum.next_fact(objective, progress.taught, self.phrasings) if curriculum else None
+        target = curriculum.next_fact(objective, so_far, self.phrasings) if curriculum else None
         self.emit(
             TurnStarted,
             turn=turn,
@@ -220,7 +221,7 @@ class Director:
         question so each return asks it differently. Without a curriculum: the objective."""
         if self.curriculum is None or target is None:
             return prompts.render("student_ask", objective=objective, feedback=""), ""
-        times = progress.taught.get(target, 0)
+        times = progress.taught_so_far().get(target, 0)
         fact = self.curriculum.facts[target]
         if times == 1:  # the director's own check, should the student's fail: the fact as a yes-no question
             opening = fact.split(maxsplit=1)[0].lower() if fact.strip() else ""

@@ -2,8 +2,10 @@
 
     teachback run invented-domain --rounds 3
 
-Round r is an ordinary run (its own folder and transcript), sampled with the run's seed + r - 1 so that
-each round asks and answers anew instead of replaying round 1 into the memory's duplicates. A student that
+Round r is an ordinary run (its own folder and transcript), sampled with the run's seed + r - 1, that
+goes on with the curriculum where the earlier rounds left it (its header's `taught_before`: the director
+steers to the facts not yet taught, then to the next phrasing of those taught), so that each round teaches
+anew instead of replaying round 1 into the memory's duplicates. A student that
 learns by fine-tuning starts it wearing the adapter of round r-1 and, after it, is fine-tuned on the
 accepted turns of rounds 1..r (a fresh adapter on the base each time, so no round compounds another's
 drift); in a classroom each student
@@ -184,6 +186,7 @@ def run_rounds(
                 adapters=dict(adapters),
                 out=out,
                 seed=None if seed is None else seed + r - 1,
+                taught_before=taught_in(outcomes),
             ),
             console,
             clients=clients(r) if clients else None,
@@ -246,6 +249,20 @@ def run_rounds(
     ceiling = teacher_ceiling(console, read_run(outcomes[-1].run_dir)[0]) if quiz and outcomes else None
     print_summary(console, outcomes, ceiling)
     return outcomes
+
+
+def taught_in(outcomes: list[RoundOutcome]) -> dict[int, int]:
+    """Per curriculum fact, the accepted turns of these rounds that stated it (their transcripts' word)."""
+    from teachback.transcripts.events import TurnAccepted
+    from teachback.transcripts.reader import read_transcript
+
+    counts: dict[int, int] = {}
+    for run_dir in dict.fromkeys(o.run_dir for o in outcomes):
+        for event in read_transcript(RunFolder(run_dir).transcript):
+            if isinstance(event, TurnAccepted):
+                for fact in event.facts:
+                    counts[fact] = counts.get(fact, 0) + 1
+    return counts
 
 
 def teacher_ceiling(console: Console, header: RunStarted) -> QuizResult | None:

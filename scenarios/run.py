@@ -57,6 +57,8 @@ class RunRequest:
     memory_url: str | None = None  # overrides the scenario's memory.url
     no_memory: bool = False
     api_bases: dict[str, str] = field(default_factory=dict)  # role -> its server's URL (--teacher-base ...)
+    # learning rounds: curriculum fact -> accepted turns of the earlier rounds that stated it
+    taught_before: dict[int, int] = field(default_factory=dict)
 
 
 def open_memory(
@@ -326,6 +328,9 @@ def run_scenario(
     except OSError as exc:
         raise RunDirError(f"cannot create run folder {run_dir}: {exc.strerror}") from None
 
+    taught_before = request.taught_before or {  # a resumed round goes on from where its header said
+        int(f): int(n) for f, n in (header.options.get("taught_before", {}) if header else {}).items()
+    }
     options: dict[str, Any] = {
         "turns": turns,
         "threshold": scenario.judge.threshold,
@@ -336,6 +341,7 @@ def run_scenario(
         "adapter": str(adapter_path) if adapter_path else None,
         "memory_namespace": namespace or None,
         **({"api_bases": api_bases} if api_bases else {}),  # --teacher-base ..., kept for a resume
+        **({"taught_before": {str(f): n for f, n in taught_before.items()}} if taught_before else {}),
         "roles": {  # the first seat of each role; every seat's own are in the header's seats
             role: {
                 "temperature": settings.temperature,
@@ -370,6 +376,7 @@ def run_scenario(
             facts=list(curriculum.facts) if curriculum else [],
             fact_objectives=dict(curriculum.of_objective) if curriculum else {},
         )
+        progress.apply(start)  # the earlier rounds' facts taught, if any
         emit(start)
         if memory is not None:
             sink = MemorySink(memory, namespace, start)

@@ -306,3 +306,27 @@ def test_a_resume_rebuilds_the_progress_the_live_run_had(scenario_file, tmp_path
     rebuilt, _ = progress_from(events, progress.objectives)
     assert progress.mistakes  # the currency's teach-back was not accepted
     assert {**asdict(rebuilt), "asked": {}} == {**asdict(progress), "asked": {}}
+
+
+def test_a_later_round_goes_on_to_the_facts_the_earlier_rounds_did_not_teach(scenario_file, tmp_path) -> None:
+    """`taught_before` (learning rounds) counts in the steering: the first turn goes to a fact no earlier
+    round taught, the header keeps the counts, and a resume restores them from it."""
+    from teachback.scenarios.run import progress_from
+
+    clients = cast(
+        student=["What is the capital of Vellmar?"] * 4, teacher=[GOOD_CAPITAL] * 4, judge=[verdict(9)]
+    )
+    first = run(scenario_file(turns=1), tmp_path / "a", clients)
+    steered = next(e for e in first if isinstance(e, TurnStarted)).facts
+    assert steered, "the scenario's curriculum steers its first turn to a fact"
+
+    clients = cast(
+        student=["What is the capital of Vellmar?"] * 4, teacher=[GOOD_CAPITAL] * 4, judge=[verdict(9)]
+    )
+    earlier = {steered[0]: 3}  # the fact the first turn went to, taught 3 times already
+    later = run(scenario_file(turns=1), tmp_path / "b", clients, taught_before=earlier)
+    header = later[0]
+    assert isinstance(header, RunStarted) and header.options["taught_before"] == {str(steered[0]): 3}
+    assert next(e for e in later if isinstance(e, TurnStarted)).facts != steered
+    progress, _ = progress_from(later, header.objectives)
+    assert progress.earlier == earlier and progress.taught_so_far()[steered[0]] >= 3

@@ -14,7 +14,7 @@ from teachback.cli import main
 from teachback.errors import TeachbackError
 from teachback.memory.adapters import list_adapters
 from teachback.memory.finetune import TrainConfig
-from teachback.scenarios.rounds import run_rounds
+from teachback.scenarios.rounds import run_rounds, taught_in
 from teachback.scenarios.run import RunRequest
 from teachback.transcripts.events import RunStarted, TurnAccepted
 from teachback.transcripts.reader import read_transcript
@@ -73,6 +73,8 @@ def test_two_rounds_train_on_all_rounds_and_carry_the_adapter(scenario_file, tmp
     assert header.options["adapter"] == str(first.adapter.resolve())  # round 2 wore round 1's adapter
     first_header = read_transcript(first.run_dir / "transcript.jsonl")[0]
     assert header.seed == first_header.seed + 1  # round 2 samples anew, not a replay of round 1
+    taught = taught_in([first])  # round 2 goes on with the curriculum where round 1 left it
+    assert taught and header.options["taught_before"] == {str(f): n for f, n in taught.items()}
     assert [a.path.resolve() for a in list_adapters()] == [first.adapter.resolve(), second.adapter.resolve()]
     # round 2 trained on both rounds' turns: an example per accepted answer, one per teach-back that passed
     examples = [examples_of(o.run_dir) for o in outcomes]

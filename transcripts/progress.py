@@ -21,6 +21,7 @@ from teachback.transcripts.events import (
     TEACHBACK,
     Event,
     RunFinished,
+    RunStarted,
     TurnAccepted,
     TurnRejected,
     Verdict,
@@ -46,6 +47,9 @@ class Progress:
 
     tries: dict[str, int] = field(default_factory=dict)  # objective -> turns spent on it
     taught: dict[int, int] = field(default_factory=dict)  # curriculum fact -> accepted turns that stated it
+    # curriculum fact -> accepted turns of earlier learning rounds that stated it (the header's
+    # `taught_before`): the director goes on from there, to the facts and phrasings not yet taught
+    earlier: dict[int, int] = field(default_factory=dict)
     said: dict[int, str] = field(default_factory=dict)  # curriculum fact -> the last answer that taught it
     asked: dict[int, list[str]] = field(default_factory=dict)  # curriculum fact -> questions asked about it
     # turn -> why its teach-back was not accepted, until the turn's outcome
@@ -59,7 +63,9 @@ class Progress:
         >>> p.rejected, p.next_turn, p.mistakes["o"]
         (1, 2, 'The last answer about this was rejected; ask more precisely.')
         """
-        if isinstance(event, Verdict) and event.kind == TEACHBACK:
+        if isinstance(event, RunStarted) and "taught_before" in event.options:
+            self.earlier = {int(f): int(n) for f, n in event.options["taught_before"].items()}
+        elif isinstance(event, Verdict) and event.kind == TEACHBACK:
             if event.accepted:
                 self._misunderstood.pop(event.turn, None)
             else:
@@ -91,6 +97,19 @@ class Progress:
         elif reason is not None:
             self.mistakes[objective] = MISUNDERSTOOD.format(reason=reason)
         self.next_turn = max(self.next_turn, event.turn + 1)
+
+    def taught_so_far(self) -> dict[int, int]:
+        """Per curriculum fact, the accepted turns that stated it in this run and the earlier rounds.
+
+        >>> p = Progress(earlier={0: 2, 1: 1})
+        >>> p.taught = {1: 1, 3: 1}
+        >>> p.taught_so_far()
+        {0: 2, 1: 2, 3: 1}
+        """
+        merged = dict(self.earlier)
+        for fact, n in self.taught.items():
+            merged[fact] = merged.get(fact, 0) + n
+        return merged
 
     def next_objective(self, open_objectives: Sequence[str] = ()) -> str:
         """Of the objectives with facts still to teach (`open_objectives`, when there is a curriculum),

@@ -14,7 +14,8 @@ far; a student that learns by retrieval is quizzed with its memory's notes. It r
 - the ceiling: the scenario's teacher answering the quiz from the notes a dialogue would show it;
 - the precision of accepted turns: the share whose claims all hold, by the gate (no claim unsupported)
   and by the scenario's own facts (every claim stated by the curriculum's facts, aligned without a model);
-- facts taught N/M after each round, and the wall time of each round (dialogue, training and quizzes);
+- facts taught N/M after each round (in it and the rounds before), and the wall time of each round
+  (dialogue, training and quizzes);
 - where a turn's time goes: its median seconds, the teacher's and student's tokens per second, and the
   judge's seconds per judged answer (from the transcript's messages).
 
@@ -131,7 +132,10 @@ def bench_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     first_seat = outcomes[0].seat
     mine = [o for o in outcomes if o.seat == first_seat]
     rounds = []
+    so_far: set[int] = set()
     for i, o in enumerate(mine):
+        figures = run_figures(o.run_dir, rubric, loaded)
+        so_far |= set(figures["facts_taught_ids"])
         rounds.append(
             {
                 "round": o.round,
@@ -140,7 +144,8 @@ def bench_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
                 "quiz_before": _correct(o.quiz_before),
                 "quiz_after": _correct(o.quiz_after),
                 "seconds": round(bounds[i] - round_started[i], 1),
-                **run_figures(o.run_dir, rubric, loaded),
+                **figures,
+                "facts_taught_so_far": len(so_far),  # in this round and the ones before
             }
         )
     result = {
@@ -189,6 +194,7 @@ def run_figures(run_dir: Path, rubric: Any, loaded: Any) -> dict[str, Any]:
         "precision_gate": round(by_gate / len(accepted), 3) if accepted else None,
         "precision_facts": round(by_facts / len(accepted), 3) if accepted else None,
         "facts_taught": len(taught),
+        "facts_taught_ids": sorted(taught),
         "facts": len(header.facts),
     }
 
@@ -218,6 +224,11 @@ def turn_timing(events: list[Any]) -> dict[str, Any]:
         "student_tokens_per_s": rate("student"),
         "judge_seconds": round(statistics.median(judged), 2) if judged else None,
     }
+
+
+def _so_far(figures: dict[str, Any]) -> int:
+    """Facts taught in a round and the rounds before it (older results: in the round alone)."""
+    return int(figures.get("facts_taught_so_far", figures["facts_taught"]))
 
 
 def _correct(quiz: Any) -> int | None:
@@ -257,7 +268,7 @@ def table(results: list[dict[str, Any]], n_rounds: int) -> str:
                     for x in rounds
                     if x["precision_gate"] is not None
                 ),
-                " → ".join(f"{x['facts_taught']}/{x['facts']}" for x in rounds),
+                " → ".join(f"{_so_far(x)}/{x['facts']}" for x in rounds),
                 " / ".join(f"{x['seconds'] / 60:.1f}" for x in rounds),
             )
         )
@@ -275,7 +286,7 @@ def table(results: list[dict[str, Any]], n_rounds: int) -> str:
                 f"{med(r['rounds'][0]['acceptance'] or 0 for r in results):.0%}",
                 f"{med(min(x['precision_gate'] or 0 for x in r['rounds']) for r in results):.0%} / "
                 f"{med(min(x['precision_facts'] or 0 for x in r['rounds']) for r in results):.0%}",
-                f"{med(r['rounds'][-1]['facts_taught'] for r in results)}/{first['rounds'][-1]['facts']}",
+                f"{med(_so_far(r['rounds'][-1]) for r in results)}/{first['rounds'][-1]['facts']}",
                 f"{med(x['seconds'] for r in results for x in r['rounds']) / 60:.1f}",
             )
         )

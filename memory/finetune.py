@@ -3,6 +3,12 @@
     result = train_lora(base_model, [(question, answer), ...], out=Path("adapter.gguf"), config=TrainConfig())
     Llama(model_path=base_model, lora_path=result.adapter)   # the original quantized model + adapter
 
+This module holds the settings (`TrainConfig`), the progress reports and the result, the memory estimate,
+and the loop (`train_lora`). The turns become token windows in train_data.py (importable from here too:
+`split_examples`, `pack_windows`, `epoch_windows`, `chat_formatter`, `data_sha256`); the model, the
+adapter and the optimizer live in llama.cpp through train_session.py; every ctypes binding is in
+native.py, checked when it loads; the adapter's files are lora.py's.
+
 How (see DESIGN.md, "On-device LoRA fine-tuning with llama.cpp"):
 1. The student is copied once to the training type (`TrainConfig.base_type`: F32, F16, BF16 or Q8_0) with
    llama.cpp's own `llama_model_quantize`, cached by the base file's sha256 under
@@ -45,7 +51,6 @@ kernels.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import math
@@ -60,6 +65,37 @@ from typing import Any
 
 from teachback.errors import FinetuneError
 from teachback.files import atomic_path, atomic_write_text
+from teachback.memory.train_data import (
+    chat_formatter,
+    check_examples,
+    data_sha256,
+    encode_examples,
+    epoch_windows,
+    pack_windows,
+    split_examples,
+)
+
+__all__ = [
+    "BASE_TYPES",
+    "DEFAULT_TARGETS",
+    "MATMULS",
+    "TrainConfig",
+    "TrainProgress",
+    "TrainResult",
+    "adapter_params",
+    "available_memory",
+    "chat_formatter",
+    "data_sha256",
+    "epoch_windows",
+    "estimate_memory",
+    "lr_at",
+    "memory_needed",
+    "pack_windows",
+    "sha256_file",
+    "split_examples",
+    "train_lora",
+    "training_copy",
+]
 
 DEFAULT_TARGETS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 KNOWN_TARGETS = frozenset(DEFAULT_TARGETS)
@@ -210,63 +246,6 @@ class TrainResult:
 # ---- pure pieces (no model needed) ---------------------------------------------------------------------
 
 
-def split_examples(
-    examples: Sequence[tuple[str, str]], val_split: float, seed: int
-) -> tuple[list[int], list[int]]:
-    """Deterministic (train indices, validation indices). At least one validation example when
-    val_split > 0 and there are 2 or more examples; never all of them."""
-    import numpy as np
-
-    n = len(examples)
-    order = [int(i) for i in np.random.default_rng(seed).permutation(n)]
-    n_val = int(round(n * val_split))
-    if val_split > 0 and n >= 2:
-        n_val = max(1, n_val)
-    n_val = min(n_val, n - 1) if n else 0
-    return sorted(order[n_val:]), sorted(order[:n_val])
-
-
-def pack_windows(sequences: Sequence[Sequence[int]], n_ctx: int, seed: int) -> list[list[int]]:
-    """Pack tokenized examples into windows of n_ctx + 1 tokens (inputs = w[:-1], labels = w[1:]).
-
-    No padding: the examples are shuffled (by `seed`) and laid end to end. An example that does not
-    fit in what is left of a window fills that rest with its beginning and then starts the next
-    window whole, so every answer is trained with its full question in view. The last window is
-    filled by continuing from the first examples again. Examples longer than a window are cut.
-    """
-    import numpy as np
-
-    size = n_ctx + 1
-    seqs = [list(s)[:size] for s in sequences if len(s)]
-    if not seqs:
-        return []
-    order = [seqs[int(i)] for i in np.random.default_rng(seed).permutation(len(seqs))]
-    windows: list[list[int]] = []
-    cur: list[int] = []
-    for seq in order:
-        if len(cur) + len(seq) <= size:
-            cur.extend(seq)
-            continue
-        cur.extend(seq[: size - len(cur)])
-        windows.append(cur)
-        cur = list(seq)
-    if cur:
-        i = 0
-        while len(cur) < size:
-            seq = order[i % len(order)]
-            cur.extend(seq[: size - len(cur)])
-            i += 1
-        windows.append(cur)
-    elif len(windows) == 0:  # pragma: no cover - unreachable: seqs is non-empty
-        pass
-    return windows
-
-
-def epoch_windows(train_tokens: Sequence[Sequence[int]], config: TrainConfig, epoch: int) -> list[list[int]]:
-    """The windows of epoch `epoch` (0-based): a fresh shuffle per epoch, reproducible from the seed."""
-    return pack_windows(train_tokens, config.n_ctx, config.seed * 1000 + epoch)
-
-
 def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
     """Learning rate for optimizer step `step` (0-based) of `total_steps`."""
     lr = config.learning_rate
@@ -338,10 +317,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def data_sha256(examples: Sequence[tuple[str, str]]) -> str:
-    return hashlib.sha256(json.dumps([list(e) for e in examples], ensure_ascii=False).encode()).hexdigest()
-
-
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "teachback"
@@ -372,354 +347,20 @@ BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
 def training_copy(base_model: Path, base_sha: str, threads: int, base_type: str) -> Path:
     """The F32 (or F16, Q8_0) copy of `base_model`, made with llama.cpp's own quantizer, cached by sha256
     under ~/.cache/teachback/<type>/ (XDG_CACHE_HOME is honoured); `base_model` itself for "model"."""
-    from teachback.memory import llama_train as lt
+    from teachback.memory import native
 
     if base_type == "model":
         return base_model
     target = cache_dir() / base_type / f"{base_sha}.gguf"
     if target.exists():
         return target
-    L = lt.libs().L
-    params = L.llama_model_quantize_default_params()
-    params.ftype = BASE_TYPES[base_type]
-    params.allow_requantize = True
-    params.nthread = threads
     with atomic_path(target) as tmp:
-        rc = L.llama_model_quantize(str(base_model).encode(), str(tmp).encode(), ctypes.byref(params))
+        rc = native.quantize(str(base_model), str(tmp), BASE_TYPES[base_type], threads)
         if rc != 0 or not tmp.exists():
             raise FinetuneError(
                 f"{base_model}: llama.cpp could not make a {base_type.upper()} copy for training (code {rc})"
             )
     return target
-
-
-class _Session:
-    """The loaded training copy, the adapter, and the training context; frees them in reverse order."""
-
-    def __init__(self, model_path: Path, n_ctx: int, threads: int) -> None:
-        from teachback.memory import llama_train as lt
-
-        self.lt = lt
-        self.libs = lt.libs()
-        self.L = self.libs.L
-        self.n_ctx = n_ctx
-        self.threads = threads
-        self.model = None
-        self.adapter = None
-        self.ctx = None
-        self.dataset = None
-        self.result = None
-        self._keep: list[Any] = []  # ctypes objects C holds pointers to
-        self.grad_accs: list[int] = []  # ggml-opt's gradient accumulators of the adapter tensors
-        self._opt_ctx: int | None = None
-        self.L.llama_backend_init()
-        mp = self.L.llama_model_default_params()
-        mp.load_mode = 0  # LLAMA_LOAD_MODE_NONE: read the weights into memory
-        self.model = self.L.llama_model_load_from_file(str(model_path).encode(), mp)
-        if not self.model:
-            raise FinetuneError(f"llama.cpp could not load the training copy {model_path}")
-        self.vocab = self.L.llama_model_get_vocab(self.model)
-        self.n_vocab = self.L.llama_vocab_n_tokens(self.vocab)
-
-    # -- contexts
-    def make_context(self, n_ctx: int, cb_eval: Any = None) -> Any:
-        L = self.L
-        cp = L.llama_context_default_params()
-        cp.n_ctx = cp.n_batch = cp.n_ubatch = n_ctx  # equal, or the context is not in training mode
-        cp.n_threads = cp.n_threads_batch = self.threads
-        cp.type_k = cp.type_v = 0  # F32 KV cache: OUT_PROD has no F16 path
-        cp.flash_attn_type = 0  # FLASH_ATTN_EXT has no backward pass
-        cp.no_perf = True
-        if cb_eval is not None:
-            cp.cb_eval = cb_eval
-        ctx = L.llama_init_from_model(self.model, cp)
-        if not ctx:
-            raise FinetuneError(f"llama.cpp could not create a context of {n_ctx} tokens for training")
-        adapters = (L.llama_adapter_lora_p_ctypes * 1)(self.adapter)
-        scales = (ctypes.c_float * 1)(1.0)
-        if L.llama_set_adapters_lora(ctx, adapters, 1, scales) != 0:
-            L.llama_free(ctx)
-            raise FinetuneError("llama.cpp could not attach the LoRA adapter to the training context")
-        return ctx
-
-    def decode(self, ctx: Any, tokens: Sequence[int], all_logits: bool = False) -> None:
-        L = self.L
-        n = len(tokens)
-        batch = L.llama_batch_init(n, 0, 1)
-        try:
-            for i, tok in enumerate(tokens):
-                batch.token[i] = int(tok)
-                batch.pos[i] = i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = all_logits or i == n - 1
-            batch.n_tokens = n
-            L.llama_memory_clear(L.llama_get_memory(ctx), True)
-            rc = L.llama_decode(ctx, batch)
-        finally:
-            L.llama_batch_free(batch)
-        if rc != 0:
-            raise FinetuneError(f"llama.cpp decode failed during training (code {rc})")
-
-    def load_adapter(self, path: Path) -> None:
-        self.adapter = self.L.llama_adapter_lora_init(self.model, str(path).encode())
-        if not self.adapter:
-            raise FinetuneError(f"llama.cpp could not load the initial adapter {path}")
-
-    def find_tensors(self, expected: set[str]) -> dict[str, int]:
-        from teachback.memory.lora import find_adapter_tensors
-
-        def probe(cb: Any) -> None:
-            ctx = self.make_context(256, cb)
-            try:
-                self.decode(ctx, list(range(1, 9)))
-            finally:
-                self.L.llama_free(ctx)
-
-        return find_adapter_tensors(probe, expected)
-
-    def start_training(self, params: dict[str, int], pars: Any) -> None:
-        """Create the training context, warm its thread count, and hand the adapter to the optimizer."""
-        lt, L = self.lt, self.L
-        ggml, llama = self.libs.ggml, self.libs.llama
-        self.ctx = self.make_context(self.n_ctx)
-        # llama_opt_epoch never calls the context's graph_compute, so the CPU backend keeps ggml's
-        # default thread count (4) unless one ordinary decode has pushed n_threads_batch into it.
-        self.decode(self.ctx, list(range(1, 9)))
-        self.params = dict(params)
-
-        @lt.EPOCH_CALLBACK
-        def grab_opt_ctx(_train: bool, opt_ctx: int, _ds: int, _res: int, _i: int, _n: int, _t: int) -> None:
-            self._opt_ctx = opt_ctx
-
-        self._grab_opt_ctx = grab_opt_ctx
-        self._keep.append(grab_opt_ctx)
-        for ptr in params.values():
-            ggml.ggml_set_param(ptr)
-
-        @lt.PARAM_FILTER
-        def reject_all(_tensor: int, _ud: int) -> bool:
-            return False  # the base model stays frozen; only the adapter's flagged tensors train
-
-        self._keep += [reject_all, pars]
-        lp = lt.LlamaOptParams(
-            0,
-            ctypes.cast(reject_all, ctypes.c_void_p),
-            None,
-            self.libs.get_constant_opt_pars,
-            ctypes.cast(ctypes.pointer(pars), ctypes.c_void_p),
-            lt.OPTIMIZER_ADAMW,
-        )
-        llama.llama_opt_init(self.ctx, self.model, lp)
-        self.dataset = ggml.ggml_opt_dataset_init(
-            lt.GGML_TYPE_I32, lt.GGML_TYPE_I32, self.n_ctx, self.n_ctx, 1, 1
-        )
-        self.result = ggml.ggml_opt_result_init()
-        import numpy as np
-
-        def view(t: int) -> Any:
-            ptr = ctypes.cast(ggml.ggml_get_data(t), ctypes.POINTER(ctypes.c_int32))
-            return np.ctypeslib.as_array(ptr, (self.n_ctx,))
-
-        self.data_view = view(ggml.ggml_opt_dataset_data(self.dataset))
-        self.label_view = view(ggml.ggml_opt_dataset_labels(self.dataset))
-        _ = L
-
-    def train_step(self, window: Sequence[int]) -> float:
-        """One optimizer step on one window of n_ctx + 1 tokens; the mean token loss. A token stored as
-        ~token (negative) is read but not learned: it is no position's target (see `masked`)."""
-        import numpy as np
-
-        ggml, llama = self.libs.ggml, self.libs.llama
-        w = np.asarray(window, dtype=np.int64)
-        tokens = np.where(w < 0, ~w, w)
-        self.data_view[:] = tokens[:-1]
-        labels = w[1:] if self.libs.masked_labels else tokens[1:]
-        self.label_view[:] = np.where(labels < 0, -1, labels)
-        ggml.ggml_opt_result_reset(self.result)
-        first = not self.grad_accs
-        llama.llama_opt_epoch(
-            self.ctx, self.dataset, self.result, None, 1, self._grab_opt_ctx if first else None, None
-        )
-        if first and self.reset_grads_needed:
-            self._find_grad_accs()
-        self.reset_grads()
-        loss, unc = ctypes.c_double(), ctypes.c_double()
-        ggml.ggml_opt_result_loss(self.result, ctypes.byref(loss), ctypes.byref(unc))
-        return float(loss.value)
-
-    # ggml-opt builds its graphs anew for every step (llama.cpp does) and then accumulates each
-    # parameter's gradient in place into a persistent tensor. It zeroes those accumulators only at
-    # gradient-accumulation boundaries when opt_period > 1; with opt_period == 1 (n_batch == n_ubatch,
-    # which training requires) it never does, so step t's "gradient" is the SUM of all gradients so far
-    # and AdamW follows a stale, growing direction: the loss plateaus and spikes. We zero them after
-    # every optimizer step. (Checked against PyTorch+PEFT on identical windows: with the reset the two
-    # loss curves match; without it they part after a few steps. See benchmarks/finetune_bench.py.)
-    reset_grads_needed = True
-
-    def _find_grad_accs(self) -> None:
-        """After the first step: ggml-opt's static context holds, in creation order, one accumulator
-        per parameter (and one scalar for the loss), then AdamW's m and v (named "AdamW m/v for ...")."""
-        lt = self.lt
-        if not self._opt_ctx:
-            raise FinetuneError("llama.cpp did not report its optimizer context; cannot train")
-        accs = []
-        for t in lt.opt_static_tensors(self._opt_ctx):
-            tt = lt.tensor(t)
-            if tt.name.startswith(b"AdamW") or tt.ne[0] * tt.ne[1] * tt.ne[2] * tt.ne[3] == 1:
-                continue
-            accs.append(t)
-
-        def shapes(ptrs: Any) -> list[tuple[int, int]]:
-            return sorted((int(lt.tensor(p).ne[0]), int(lt.tensor(p).ne[1])) for p in ptrs)
-
-        if len(accs) != len(self.params) or shapes(accs) != shapes(self.params.values()):
-            raise FinetuneError(
-                f"found {len(accs)} gradient accumulators for {len(self.params)} adapter tensors in "
-                f"ggml-opt's state; fine-tuning needs llama-cpp-python=={lt.PINNED_LLAMA_CPP}"
-            )
-        self.grad_accs = accs
-
-    def reset_grads(self) -> None:
-        if not self.reset_grads_needed:
-            return
-        ggml = self.libs.ggml
-        for acc in self.grad_accs:
-            ggml.ggml_backend_tensor_memset(acc, 0, 0, ggml.ggml_nbytes(acc))
-
-    def answer_loss(self, tokens: Sequence[int], answer_start: int, pad: int) -> tuple[float, int]:
-        """(sum of -log p(answer token | prefix), number of answer tokens), the adapter applied.
-
-        Decoded on the training context itself (no second compute buffer); in training mode a decode
-        must cover the whole window, so the example is followed by padding, which causal attention
-        keeps from influencing the scored positions.
-        """
-        import numpy as np
-
-        L = self.L
-        toks = list(tokens)[: self.n_ctx]
-        if answer_start >= len(toks):
-            return 0.0, 0
-        window = toks + [pad] * (self.n_ctx - len(toks))
-        self.decode(self.ctx, window, all_logits=True)
-        logits_ptr = L.llama_get_logits(self.ctx)
-        logits = np.ctypeslib.as_array(logits_ptr, (self.n_ctx, self.n_vocab))
-        rows = logits[answer_start - 1 : len(toks) - 1].astype(np.float64)
-        targets = np.asarray(toks[answer_start:], dtype=np.int64)
-        m = rows.max(axis=1, keepdims=True)
-        logz = m[:, 0] + np.log(np.exp(rows - m).sum(axis=1))
-        nll = logz - rows[np.arange(len(targets)), targets]
-        return float(nll.sum()), len(targets)
-
-    def close(self) -> None:
-        L, ggml = self.L, self.libs.ggml
-        if self.result:
-            ggml.ggml_opt_result_free(self.result)
-            self.result = None
-        if self.dataset:
-            ggml.ggml_opt_dataset_free(self.dataset)
-            self.dataset = None
-        if self.ctx:
-            L.llama_free(self.ctx)
-            self.ctx = None
-        if self.adapter:
-            L.llama_adapter_lora_free(self.adapter)
-            self.adapter = None
-        if self.model:
-            L.llama_model_free(self.model)
-            self.model = None
-
-
-@dataclass(frozen=True)
-class _Example:
-    tokens: list[int]
-    answer_start: int  # index of the first answer token
-
-    def masked(self) -> list[int]:
-        """The tokens with the prompt's stored as ~token: read by the model, learned by no position.
-        The answer's first token stays the target of the prompt's last position."""
-        return [~t for t in self.tokens[: self.answer_start]] + list(self.tokens[self.answer_start :])
-
-
-def chat_formatter(
-    template: str, eos_token: str, bos_token: str, system_prompt: str | None = None
-) -> Callable[[str, str], tuple[str, str]]:
-    """(question, answer) -> (prompt up to the assistant's reply, full turn) in a model's chat template.
-
-    The same rendering llama-cpp-python's `Llama` uses for `create_chat_completion` with that template,
-    so what is trained is what the student sees when asked.
-    """
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    full_fmt = Jinja2ChatFormatter(
-        template, eos_token=eos_token, bos_token=bos_token, add_generation_prompt=False
-    )
-    prompt_fmt = Jinja2ChatFormatter(
-        template, eos_token=eos_token, bos_token=bos_token, add_generation_prompt=True
-    )
-
-    def fmt(question: str, answer: str) -> tuple[str, str]:
-        msgs: list[Any] = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
-        msgs.append({"role": "user", "content": question})
-        prompt = prompt_fmt(messages=msgs).prompt
-        full = full_fmt(messages=[*msgs, {"role": "assistant", "content": answer}]).prompt
-        return prompt, full
-
-    return fmt
-
-
-def _session_formatter(session: _Session, system_prompt: str | None) -> Callable[[str, str], tuple[str, str]]:
-    L = session.L
-    raw = L.llama_model_chat_template(session.model, None)
-    if not raw:
-        raise FinetuneError(
-            "the student model has no chat template (tokenizer.chat_template); cannot format turns"
-        )
-
-    def text(tok: int) -> str:
-        t = L.llama_vocab_get_text(session.vocab, tok)
-        return t.decode("utf-8", "replace") if t else ""
-
-    eos, bos = text(L.llama_vocab_eos(session.vocab)), text(L.llama_vocab_bos(session.vocab))
-    return chat_formatter(raw.decode("utf-8", "replace"), eos, bos, system_prompt)
-
-
-def _tokenize(session: _Session, text: str) -> list[int]:
-    L = session.L
-    raw = text.encode("utf-8")
-    buf = (L.llama_token * (len(raw) + 16))()
-    n = L.llama_tokenize(session.vocab, raw, len(raw), buf, len(buf), False, True)
-    if n < 0:
-        raise FinetuneError("tokenization failed for a training example")
-    return list(buf[:n])
-
-
-def _encode_examples(
-    session: _Session, examples: Sequence[tuple[str, str]], system_prompt: str | None
-) -> list[_Example]:
-    fmt = _session_formatter(session, system_prompt)
-    out = []
-    for question, answer in examples:
-        prompt, full = fmt(question, answer)
-        p_toks, f_toks = _tokenize(session, prompt), _tokenize(session, full)
-        start = len(p_toks) if f_toks[: len(p_toks)] == p_toks else len(_tokenize(session, prompt.rstrip()))
-        out.append(_Example(f_toks, start))
-    return out
-
-
-def _check_examples(examples: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    clean = []
-    for i, ex in enumerate(examples):
-        if not isinstance(ex, (tuple, list)) or len(ex) != 2:
-            raise FinetuneError(f"example {i}: expected a (question, answer) pair")
-        q, a = str(ex[0]).strip(), str(ex[1]).strip()
-        if q and a:
-            clean.append((q, a))
-    if not clean:
-        raise FinetuneError(
-            "no accepted turns to train on (every example is empty or the selection is empty)"
-        )
-    return clean
 
 
 def _memory_check(base_model: Path, config: TrainConfig) -> tuple[str, list[Any], int]:
@@ -810,7 +451,7 @@ def train_lora(
     out = Path(out)
     if not base_model.is_file():
         raise FinetuneError(f"{base_model}: base model not found")
-    examples = _check_examples(examples)
+    examples = check_examples(examples)
     arch, targets, need = _memory_check(base_model, config)
     threads = _threads(config)
     report = progress or (lambda _p: None)
@@ -823,14 +464,15 @@ def train_lora(
             "prepare", 0, config.epochs, 0, 0, math.nan, 0.0, 0.0, 0.0, f"{config.base_type} training copy"
         )
     )
-    from teachback.memory import llama_train as lt
+    from teachback.memory import native
+    from teachback.memory.train_session import Session
 
-    lt.libs()
+    native.libs()
     import llama_cpp._logger as llog
 
-    amx_before = lt.amx_mode()
+    amx_before = native.amx_mode()
     # TEACHBACK_AMX=0 (or a CPU without AMX) leaves it off; "auto" extends it to the F32 (LoRA) operands
-    amx = lt.amx_mode(lt.AMX_ALL if config.matmul == "auto" and amx_before else lt.AMX_OFF)
+    amx = native.amx_mode(native.AMX_ALL if config.matmul == "auto" and amx_before else native.AMX_OFF)
 
     prev_level = llog.logger.level
     llog.set_verbose(False)
@@ -852,26 +494,26 @@ def train_lora(
     else:
         init_tensors = lora.init_adapter(targets, config.rank, config.seed)
 
-    session: _Session | None = None
+    session: Session | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="teachback-lora-") as tmpdir:
             init_path = lora.write_adapter(
                 Path(tmpdir) / "init.gguf", init_tensors, architecture=arch, alpha=config.alpha
             )
-            session = _Session(train_copy, config.n_ctx, threads)
+            session = Session(train_copy, config.n_ctx, threads)
             session.load_adapter(init_path)
         del init_tensors
         params = session.find_tensors(expected_names)
 
-        encoded = _encode_examples(session, examples, config.system_prompt)
+        encoded = encode_examples(session, examples, config.system_prompt)
         train_ex = [encoded[i] for i in train_idx]
         val_ex = [encoded[i] for i in val_idx]
         truncated = sum(len(e.tokens) > config.n_ctx + 1 for e in train_ex)
-        pad = session.L.llama_vocab_eos(session.vocab)
+        pad = session.eos
 
-        pars = lt.OptimizerParams(
-            lt.AdamWParams(config.learning_rate, 0.9, 0.999, 1e-8, config.weight_decay),
-            lt.SGDParams(config.learning_rate, config.weight_decay),
+        pars = native.OptimizerParams(
+            native.AdamWParams(config.learning_rate, 0.9, 0.999, 1e-8, config.weight_decay),
+            native.SGDParams(config.learning_rate, config.weight_decay),
         )
         session.start_training(params, pars)
 
@@ -987,7 +629,7 @@ def train_lora(
             resumed_from_epoch=start_epoch,
             truncated_examples=truncated,
             fast_backward=session.libs.fast_backward,
-            matmul="amx-bf16" if amx == lt.AMX_ALL else "f32",
+            matmul="amx-bf16" if amx == native.AMX_ALL else "f32",
             loss_on="answer" if masked else "all",
         )
         result.metadata = {
@@ -1014,7 +656,7 @@ def train_lora(
     finally:
         if session is not None:
             session.close()
-        lt.amx_mode(amx_before)
+        native.amx_mode(amx_before)
         llog.logger.setLevel(prev_level)
 
 

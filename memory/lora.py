@@ -13,7 +13,6 @@ fsynced, then renamed over it, so an interrupted write never leaves a partial ad
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -179,21 +178,20 @@ def find_adapter_tensors(decode_probe: Callable[[Any], None], expected: set[str]
     node, and the adapter's weights appear as leaf sources (op NONE) of the LoRA matmuls. It returns
     False so the scheduler never copies data out for it.
     """
-    from teachback.memory import llama_train as lt
+    from teachback.memory import native
 
-    L = lt.libs().L
     found: dict[str, int] = {}
     seen: set[int] = set()
 
-    @L.ggml_backend_sched_eval_callback
+    @native.eval_callback
     def callback(node_ptr: int, ask: bool, _ud: int) -> bool:
         try:
-            node = lt.tensor(node_ptr)
+            node = native.tensor(node_ptr)
             for src in node.src:
                 if src and src not in seen:
                     seen.add(src)
-                    t = lt.tensor(src)
-                    if t.op == lt.GGML_OP_NONE:
+                    t = native.tensor(src)
+                    if t.op == native.GGML_OP_NONE:
                         name = t.name.decode("utf-8", "replace")
                         if name in expected:
                             found[name] = src
@@ -215,13 +213,13 @@ def read_tensor(ptr: int) -> Any:
     """Copy a 2-D F32 ggml tensor out as a numpy array in numpy order (ne[1], ne[0])."""
     import numpy as np
 
-    from teachback.memory import llama_train as lt
+    from teachback.memory import native
 
-    t = lt.tensor(ptr)
-    if t.type != lt.GGML_TYPE_F32:
+    t = native.tensor(ptr)
+    if t.type != native.GGML_TYPE_F32:
         raise FinetuneError(f"adapter tensor {t.name.decode()} is not F32")
     arr = np.empty((int(t.ne[1]), int(t.ne[0])), np.float32)
-    lt.libs().ggml.ggml_backend_tensor_get(ptr, arr.ctypes.data_as(ctypes.c_void_p), 0, arr.nbytes)
+    native.tensor_get(ptr, arr)
     return arr
 
 
@@ -229,10 +227,10 @@ def write_tensor(ptr: int, values: Any) -> None:
     """Overwrite a 2-D F32 ggml tensor with `values` (numpy order, same shape)."""
     import numpy as np
 
-    from teachback.memory import llama_train as lt
+    from teachback.memory import native
 
-    t = lt.tensor(ptr)
+    t = native.tensor(ptr)
     arr = np.ascontiguousarray(values, dtype=np.float32)
     if arr.shape != (int(t.ne[1]), int(t.ne[0])):
         raise FinetuneError(f"adapter tensor {t.name.decode()}: shape {arr.shape} does not match")
-    lt.libs().ggml.ggml_backend_tensor_set(ptr, arr.ctypes.data_as(ctypes.c_void_p), 0, arr.nbytes)
+    native.tensor_set(ptr, arr)

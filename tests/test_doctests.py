@@ -26,6 +26,7 @@ MODULES = [
     "teachback.memory.embeddings",
     "teachback.memory.export",
     "teachback.memory.store",
+    "teachback.memory.native",
     "teachback.errors",
     "teachback.transcripts.events",
     "teachback.transcripts.run_folder",

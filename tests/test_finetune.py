@@ -9,8 +9,8 @@ import pytest
 
 from teachback.errors import FinetuneError, TeachbackError
 from teachback.memory import finetune as ft
-from teachback.memory import llama_train as lt
-from teachback.memory import lora
+from teachback.memory import lora, native
+from teachback.memory.train_data import Example
 
 VELLMAR_QA = [
     ("What is the capital of Vellmar?", "Korrin is the capital of Vellmar."),
@@ -65,7 +65,7 @@ def test_pack_windows_fills_every_window_without_padding() -> None:
 
 
 def test_a_masked_example_is_read_but_only_its_answer_is_learned() -> None:
-    example = ft._Example(tokens=[5, 6, 7, 8, 9], answer_start=3)
+    example = Example(tokens=[5, 6, 7, 8, 9], answer_start=3)
     assert example.masked() == [~5, ~6, ~7, 8, 9]
     windows = ft.pack_windows([example.masked()] * 3, 256, 0)
     labels = [t for t in windows[0][1:] if t >= 0]
@@ -248,7 +248,7 @@ def test_real_training_teaches_the_student(
     out = tmp_path / "adapter.gguf"
     reports: list[ft.TrainProgress] = []
     cfg = ft.TrainConfig(epochs=4, learning_rate=2e-3, seed=0, val_split=0.1)
-    amx_before = lt.amx_mode()
+    amx_before = native.amx_mode()
     result = ft.train_lora(
         base,
         VELLMAR_QA,
@@ -261,7 +261,7 @@ def test_real_training_teaches_the_student(
 
     assert result.train_loss[-1] < result.train_loss[0] * 0.8, result.train_loss
     # the answers' tokens only are learned where the build can mask the prompt (scripts/patches/)
-    assert result.loss_on == ("answer" if lt.libs().masked_labels else "all")
+    assert result.loss_on == ("answer" if native.libs().masked_labels else "all")
     assert result.n_train == 9 and result.n_val == 1 and len(result.val_loss) == 5
     assert [r.step for r in reports if r.phase == "train" and r.epoch == 1] == list(
         range(1, result.windows_per_epoch + 1)
@@ -274,7 +274,7 @@ def test_real_training_teaches_the_student(
     assert (copy_cache / "teachback" / cfg.base_type / f"{result.base_sha256}.gguf").is_file()
     # AMX BF16 tiles for every matmul while training where the CPU has them; the library's mode is put back
     assert result.matmul == ("amx-bf16" if amx_before else "f32") == meta["matmul"]
-    assert lt.amx_mode() == amx_before
+    assert native.amx_mode() == amx_before
 
     # The adapter loads onto the ORIGINAL quantized model and moves trained answers toward the taught ones.
     trained = [VELLMAR_QA[i] for i in ft.split_examples(VELLMAR_QA, cfg.val_split, cfg.seed)[0]][:3]
@@ -311,9 +311,9 @@ def test_interrupted_training_leaves_no_adapter(
         if p.phase == "train":
             raise KeyboardInterrupt
 
-    amx_before = lt.amx_mode()
+    amx_before = native.amx_mode()
     with pytest.raises(KeyboardInterrupt):
         ft.train_lora(bundled_model(), VELLMAR_QA, out, ft.TrainConfig(epochs=1), progress=interrupt)
     assert out.read_bytes() == b"the adapter the student uses now"
-    assert lt.amx_mode() == amx_before
+    assert native.amx_mode() == amx_before
     assert [p.name for p in tmp_path.iterdir()] == ["adapter.gguf"]

@@ -2,11 +2,11 @@
 
 scripts/setup.sh builds llama.cpp with scripts/patches/llama-cpp-training-gemm.patch: OUT_PROD (the
 matmul backward) becomes a blocked GEMM, and the F32 forward MUL_MAT over a batch of tokens a packed GEMM
-on the same register tile. These tests build tiny ggml graphs through ctypes and compare both ops with
-numpy in each layout training produces: the weight gradient (contiguous operands), the input gradient (a
-transposed gradient), K/V views with strided rows, grouped-query broadcasting, F16 and Q8_0 weights
-(dequantized while packing, in both ops), and forward batches around the 32-token threshold. Shapes cross the
-kernels' block, panel and tile edges on purpose.
+on the same register tile. These tests build tiny ggml graphs through the calls memory/native.py binds
+(`native.kernels()`) and compare both ops with numpy in each layout training produces: the weight gradient
+(contiguous operands), the input gradient (a transposed gradient), K/V views with strided rows,
+grouped-query broadcasting, F16 and Q8_0 weights (dequantized while packing, in both ops), and forward
+batches around the 32-token threshold. Shapes cross the kernels' block, panel and tile edges on purpose.
 
 On CPUs with Intel AMX the patch also has tile kernels (BF16 products, F32 sums). The tests above run with
 them off (`teachback_amx(0)`); the `amx` tests check them against numpy on the BF16-rounded operands, tight
@@ -15,61 +15,22 @@ enough that a wrong layout, a missed block or an F32 operand left unrounded fail
 
 from __future__ import annotations
 
-import ctypes
-import os
-
 import numpy as np
 import pytest
 
-from teachback.memory import llama_train as lt
+from teachback.memory import native
 
 GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K = 0, 1, 3, 8, 12
 GGML_TYPE_BF16 = 30
-c_p = ctypes.c_void_p
-
-
-class InitParams(ctypes.Structure):
-    _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", c_p), ("no_alloc", ctypes.c_bool)]
 
 
 class Ggml:
-    """The few ggml calls these tests need, bound once."""
+    """A ggml context for these tests' graphs, on the calls native.py binds (`native.kernels()`)."""
 
     def __init__(self) -> None:
-        import llama_cpp
-
-        libdir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
-        self.base = base = ctypes.CDLL(os.path.join(libdir, "libggml-base.so"))
-        # .so.0: the instance libllama runs (the other names are separate copies with their own AMX mode)
-        self.cpu = cpu = ctypes.CDLL(os.path.join(libdir, "libggml-cpu.so.0"))
-        i64 = ctypes.c_int64
-        for lib, name, args, res in [
-            (base, "ggml_init", [InitParams], c_p),
-            (base, "ggml_free", [c_p], None),
-            (base, "ggml_new_tensor_2d", [c_p, ctypes.c_int, i64, i64], c_p),
-            (base, "ggml_new_tensor_3d", [c_p, ctypes.c_int, i64, i64, i64], c_p),
-            (base, "ggml_view_2d", [c_p, c_p, i64, i64, ctypes.c_size_t, ctypes.c_size_t], c_p),
-            (
-                base,
-                "ggml_view_3d",
-                [c_p, c_p, i64, i64, i64, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t],
-                c_p,
-            ),
-            (base, "ggml_transpose", [c_p, c_p], c_p),
-            (base, "ggml_out_prod", [c_p, c_p, c_p], c_p),
-            (base, "ggml_mul_mat", [c_p, c_p, c_p], c_p),
-            (base, "ggml_cpy", [c_p, c_p, c_p], c_p),
-            (base, "ggml_new_graph", [c_p], c_p),
-            (base, "ggml_build_forward_expand", [c_p, c_p], None),
-            (base, "ggml_get_data", [c_p], c_p),
-            (base, "ggml_nbytes", [c_p], ctypes.c_size_t),
-            (base, "ggml_quantize_chunk", [ctypes.c_int, c_p, c_p, i64, i64, i64, c_p], ctypes.c_size_t),
-            (cpu, "ggml_graph_compute_with_ctx", [c_p, c_p, ctypes.c_int], ctypes.c_int),
-            (cpu, "teachback_amx", [ctypes.c_int], ctypes.c_int),
-        ]:
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = args, res
-        self.ctx = base.ggml_init(InitParams(256 << 20, None, False))
+        bound = native.kernels()
+        self.base, self.cpu = bound.base, bound.cpu
+        self.ctx = self.base.ggml_init(native.GgmlInitParams(256 << 20, None, False))
         assert self.ctx
 
     def close(self) -> None:
@@ -89,7 +50,7 @@ class Ggml:
             t = self.base.ggml_new_tensor_3d(self.ctx, type_, *ne)
         dst = self.base.ggml_get_data(t)
         if type_ == GGML_TYPE_F32:
-            ctypes.memmove(dst, v.ctypes.data, v.nbytes)
+            native.copy_into(dst, v)
         else:
             rows = v.size // ne[0]
             self.base.ggml_quantize_chunk(type_, v.ctypes.data, dst, 0, rows, ne[0], None)
@@ -100,8 +61,7 @@ class Ggml:
         self.base.ggml_build_forward_expand(graph, out)
         assert self.cpu.ggml_graph_compute_with_ctx(self.ctx, graph, threads) == 0
         n = int(np.prod(shape))
-        buf = (ctypes.c_float * n).from_address(self.base.ggml_get_data(out))
-        return np.array(buf, dtype=np.float32).reshape(shape)
+        return native.floats_at(self.base.ggml_get_data(out), n).reshape(shape)
 
     def as_f32(self, t: int, shape: tuple[int, ...]) -> np.ndarray:
         """The values a (quantized) tensor really holds, dequantized by ggml itself."""
@@ -111,7 +71,7 @@ class Ggml:
 
 @pytest.fixture
 def g():
-    lt.libs()  # the pinned build, checked
+    native.libs()  # the pinned build, checked
     ggml = Ggml()
     before = ggml.amx()
     ggml.amx(0)  # the F32 kernels; the amx tests below turn the tiles on
@@ -232,7 +192,7 @@ def test_forward_matmul_reads_strided_token_rows(g):
 
 def test_setup_built_the_gemm_kernel():
     """scripts/setup.sh applies scripts/patches/ to the llama.cpp it builds (a stock one trains 2x slower)."""
-    assert lt.libs().fast_backward, (
+    assert native.libs().fast_backward, (
         "llama-cpp-python was built without scripts/patches/llama-cpp-training-gemm.patch; "
         "remove ~/.cache/teachback/wheels and run scripts/setup.sh"
     )

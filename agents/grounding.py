@@ -1,7 +1,7 @@
 """Grounded checks: is a text supported by the scenario's knowledge?
 
-A tiny judge model cannot be trusted alone (DESIGN.md: SmolLM2 as a judge is at chance), so every verdict
-also gets these deterministic signals, computed from the knowledge text itself:
+A tiny judge model cannot be trusted alone (SmolLM2 as a judge is at chance: README, judge-eval), so every
+verdict also gets these deterministic signals, computed from the knowledge text itself:
 
 - specifics: the answer's numbers and proper names must appear in the knowledge. An answer that says
   "founded in 1623" when the notes say 1487 names a number the notes do not have: unsupported.

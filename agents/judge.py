@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
     from teachback.agents.entailment import Entailer
 
-LLM_WEIGHT = 0.25  # DESIGN.md: a 135M judge model is at chance; the grounded checks carry the verdict
+LLM_WEIGHT = 0.25  # a 135M judge model is at chance (README, judge-eval); the grounded checks carry it
 # P(true) an uncertain claim needs from a judge whose own threshold was not measured. Each bundled judge
 # carries its measured one (agents/models.py `LocalModel.entailed`; README, "The dialogue gate").
 ENTAILED = 0.45

@@ -9,7 +9,7 @@ and the loop (`train_lora`). The turns become token windows in train_data.py (im
 adapter and the optimizer live in llama.cpp through train_session.py; every ctypes binding is in
 native.py, checked when it loads; the adapter's files are lora.py's.
 
-How (see DESIGN.md, "On-device LoRA fine-tuning with llama.cpp"):
+How (ARCHITECTURE.md, "Fine-tuning"):
 1. The student is copied once to the training type (`TrainConfig.base_type`: F32, F16, BF16 or Q8_0) with
    llama.cpp's own `llama_model_quantize`, cached by the base file's sha256 under
    ~/.cache/teachback/<type>/. Stock ggml's backward pass re-dequantizes every F16 or quantized row per

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from teachback.memory.native import PINNED_LLAMA_CPP
 from teachback.transcripts.events import MessageDone, RunFinished, RunStarted, TurnStarted, Verdict
 from teachback.transcripts.reader import read_transcript
 
@@ -44,9 +45,8 @@ def test_run_a_scenario_end_to_end_and_replay_it(tmp_path: Path) -> None:
     events = read_transcript(out / "transcript.jsonl")
     header = events[0]
     assert isinstance(header, RunStarted)
-    assert (
-        header.versions["llama-cpp-python"] == "0.3.36" and header.models["teacher"] == "local/qwen2.5-0.5b"
-    )
+    assert header.versions["llama-cpp-python"] == PINNED_LLAMA_CPP
+    assert header.models["teacher"] == "local/qwen2.5-0.5b"
     assert isinstance(events[1], TurnStarted)
     roles = {e.role for e in events if isinstance(e, MessageDone)}
     # the judge model speaks only when the notes leave a claim open (its P(true) is read in-process)

@@ -1,4 +1,5 @@
-"""The layers import only downward (pyproject.toml [tool.importlinter], ARCHITECTURE.md), in functions too."""
+"""The layers import only downward (pyproject.toml [tool.importlinter], ARCHITECTURE.md), in functions too;
+mypy runs clean on the packages."""
 
 from __future__ import annotations
 
@@ -46,3 +47,11 @@ def test_an_upward_import_inside_a_function_breaks_the_contract(tmp_path: Path) 
     assert done.returncode == 1, done.stdout + done.stderr
     assert "teachback.agents is not allowed to import teachback.scenarios" in done.stdout
     assert "teachback.agents.models -> teachback.scenarios.seats" in done.stdout
+
+
+def test_the_packages_type_check_clean() -> None:
+    """mypy on the packages as they install (`make lint` runs the same), so CI keeps them clean too."""
+    done = subprocess.run([sys.executable, str(SCRIPT), "types"], capture_output=True, text=True)
+    report = done.stdout + done.stderr
+    assert done.returncode == 0, report
+    assert "Success: no issues found" in report

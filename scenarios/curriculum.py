@@ -35,6 +35,9 @@ from teachback.agents.terms import (
 GAP = "..."
 
 
+MAX_MISSES = 2  # turns steered to a fact that did not teach it, after which a run gives the fact up
+
+
 @dataclass
 class Curriculum:
     """The facts in scope, by objective; indices are positions in `facts`."""
@@ -112,15 +115,26 @@ class Curriculum:
     def objective_of(self, fact: int) -> str:
         return next(o for o, ids in self.of_objective.items() if fact in ids)
 
-    def next_fact(self, objective: str, taught: dict[int, int], phrasings: int) -> int | None:
-        """The objective's fact taught fewest times (the first of those), or None once each of its facts was
-        taught `phrasings` times."""
-        open_facts = [f for f in self.of_objective.get(objective, []) if taught.get(f, 0) < phrasings]
-        return min(open_facts, key=lambda f: taught.get(f, 0)) if open_facts else None
+    def next_fact(
+        self, objective: str, taught: dict[int, int], phrasings: int, missed: dict[int, int] | None = None
+    ) -> int | None:
+        """The objective's fact taught (or tried and missed) fewest times, the first of those; None once each
+        of its facts was taught `phrasings` times or missed `MAX_MISSES` times in this run (a fact the
+        teacher cannot teach does not hold the dialogue up: `missed` counts the turns steered to it that
+        did not teach it)."""
+        missed = missed or {}
+        open_facts = [
+            f
+            for f in self.of_objective.get(objective, [])
+            if taught.get(f, 0) < phrasings and missed.get(f, 0) < MAX_MISSES
+        ]
+        return min(open_facts, key=lambda f: taught.get(f, 0) + missed.get(f, 0)) if open_facts else None
 
-    def open_objectives(self, taught: dict[int, int], phrasings: int) -> list[str]:
-        """The objectives with a fact not yet taught `phrasings` times, in order."""
-        return [o for o in self.of_objective if self.next_fact(o, taught, phrasings) is not None]
+    def open_objectives(
+        self, taught: dict[int, int], phrasings: int, missed: dict[int, int] | None = None
+    ) -> list[str]:
+        """The objectives with a fact still to teach (see `next_fact`), in order."""
+        return [o for o in self.of_objective if self.next_fact(o, taught, phrasings, missed) is not None]
 
     def missing(self, taught: dict[int, int]) -> list[int]:
         """Facts not taught yet, in order."""

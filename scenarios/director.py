@@ -156,9 +156,10 @@ class Director:
         seat = self.cast.students[(turn - 1) % len(self.cast.students)]
         curriculum = self.curriculum
         so_far = progress.taught_so_far()  # earlier rounds' included: go on to what is not yet taught
-        open_objectives = curriculum.open_objectives(so_far, self.phrasings) if curriculum else []
+        missed = progress.missed
+        open_objectives = curriculum.open_objectives(so_far, self.phrasings, missed) if curriculum else []
         objective = progress.next_objective(open_objectives)
-        target = curriculum.next_fact(objective, so_far, self.phrasings) if curriculum else None
+        target = curriculum.next_fact(objective, so_far, self.phrasings, missed) if curriculum else None
         self.emit(
             TurnStarted,
             turn=turn,

@@ -51,6 +51,36 @@ def test_the_least_taught_fact_comes_next_and_each_fact_returns_until_taught_eno
     assert OBJECTIVES[1] not in curriculum.open_objectives(taught, phrasings=2)
 
 
+def test_a_fact_the_teacher_cannot_teach_goes_behind_then_is_given_up_for_the_run() -> None:
+    """A turn steered to a fact that did not teach it counts as a miss: the fact goes behind the others
+    and, after MAX_MISSES, is no longer steered to in this run (the dialogue is not held up by it)."""
+    from teachback.scenarios.curriculum import MAX_MISSES
+    from teachback.transcripts.events import TurnAccepted, TurnRejected, TurnStarted
+    from teachback.transcripts.progress import Progress
+
+    curriculum = Curriculum.build(KnowledgeIndex(VELLMAR.read_text(encoding="utf-8")), OBJECTIVES)
+    ids = curriculum.of_objective[OBJECTIVES[1]]
+    progress = Progress(list(OBJECTIVES))
+    first = curriculum.next_fact(OBJECTIVES[1], progress.taught, 2, progress.missed)
+    assert first == ids[0]
+    progress.apply(TurnStarted(t=1.0, turn=1, objective=OBJECTIVES[1], facts=[first]))
+    progress.apply(TurnRejected(t=2.0, turn=1, objective=OBJECTIVES[1], reason="too short"))
+    assert progress.missed == {first: 1}
+    assert curriculum.next_fact(OBJECTIVES[1], progress.taught, 2, progress.missed) == ids[1]  # behind
+    # an accepted answer that taught another fact is a miss of the one steered to, too
+    progress.apply(TurnStarted(t=3.0, turn=2, objective=OBJECTIVES[1], facts=[first]))
+    progress.apply(
+        TurnAccepted(t=4.0, turn=2, objective=OBJECTIVES[1], question="q", answer="a", score=0.9,
+                     teacher_model="m", facts=[ids[1]])
+    )  # fmt: skip
+    assert progress.missed[first] == MAX_MISSES and progress.taught == {ids[1]: 1}
+    while (nxt := curriculum.next_fact(OBJECTIVES[1], progress.taught, 2, progress.missed)) is not None:
+        assert nxt != first
+        progress.taught[nxt] = 2
+    assert first not in progress.taught and len(progress.taught) == len(ids) - 1
+    assert curriculum.next_fact(OBJECTIVES[1], progress.taught, 2, progress.missed) is None  # given up
+
+
 def run(scenario: Path, tmp_path: Path, clients: dict) -> list:
     out = tmp_path / "run"
     request = RunRequest(scenario=str(scenario), out=out, plain=True, no_memory=True)

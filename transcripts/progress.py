@@ -24,6 +24,7 @@ from teachback.transcripts.events import (
     RunStarted,
     TurnAccepted,
     TurnRejected,
+    TurnStarted,
     Verdict,
 )
 
@@ -50,8 +51,12 @@ class Progress:
     # curriculum fact -> accepted turns of earlier learning rounds that stated it (the header's
     # `taught_before`): the director goes on from there, to the facts and phrasings not yet taught
     earlier: dict[int, int] = field(default_factory=dict)
+    # curriculum fact -> turns steered to it that did not teach it (rejected, or an answer about something
+    # else): the director tries other facts first, and gives one up for the run after MAX_MISSES
+    missed: dict[int, int] = field(default_factory=dict)
     said: dict[int, str] = field(default_factory=dict)  # curriculum fact -> the last answer that taught it
     asked: dict[int, list[str]] = field(default_factory=dict)  # curriculum fact -> questions asked about it
+    _steered: dict[int, list[int]] = field(default_factory=dict, repr=False, compare=False)  # turn -> facts
     # turn -> why its teach-back was not accepted, until the turn's outcome
     _misunderstood: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -65,12 +70,15 @@ class Progress:
         """
         if isinstance(event, RunStarted) and "taught_before" in event.options:
             self.earlier = {int(f): int(n) for f, n in event.options["taught_before"].items()}
+        elif isinstance(event, TurnStarted):
+            self._steered[event.turn] = list(event.facts) if isinstance(event.facts, list) else []
         elif isinstance(event, Verdict) and event.kind == TEACHBACK:
             if event.accepted:
                 self._misunderstood.pop(event.turn, None)
             else:
                 self._misunderstood[event.turn] = event.reason
         elif isinstance(event, TurnRejected):
+            self._missed(event.turn, [])
             self.tries[event.objective] = self.tries.get(event.objective, 0) + 1
             self.rejected += 1
             self.mistakes[event.objective] = REJECTED
@@ -81,7 +89,13 @@ class Progress:
         elif isinstance(event, RunFinished):
             self.covered += [o for o in dict.fromkeys(event.objectives_covered) if o not in self.covered]
 
+    def _missed(self, turn: int, taught: list[int]) -> None:
+        for fact in self._steered.pop(turn, []):
+            if fact not in taught:
+                self.missed[fact] = self.missed.get(fact, 0) + 1
+
     def _accepted(self, event: TurnAccepted) -> None:
+        self._missed(event.turn, event.facts if isinstance(event.facts, list) else [])
         objective = event.objective
         self.tries[objective] = self.tries.get(objective, 0) + 1
         self.accepted += 1

@@ -217,14 +217,20 @@ class Director:
         """What the student is asked to ask, and the director's own question for it ("" when none).
 
         Steered to a fact, the director asks it back as a question ("The council has how many
-        members?"), and the student asks that in its own words; the second time the fact comes up, the
-        student checks it with a yes-or-no question; after that, the judge model rewords the director's
-        question so each return asks it differently. Without a curriculum: the objective."""
+        members?"), and the student asks that in its own words; each time the fact comes up again, the
+        judge model rewords the director's question, so each return asks it differently, as a held-out
+        question would; the third time, and whenever no rewording is usable, the student checks the fact
+        with a yes-or-no question instead (an open question in new words trains recall, a yes-or-no
+        check only confirms, so it comes after). Without a curriculum: the objective."""
         if self.curriculum is None or target is None:
             return prompts.render("student_ask", objective=objective, feedback=""), ""
         times = progress.taught_so_far().get(target, 0)
         fact = self.curriculum.facts[target]
-        if times == 1:  # the director's own check, should the student's fail: the fact as a yes-no question
+        draft = self.curriculum.echo(target, objective)
+        reworded = ""
+        if times >= 1 and times != 2 and draft:
+            reworded = await self._reword(objective, draft, progress.asked.get(target, []))
+        if times >= 1 and not reworded:  # the director's own check: the fact as a yes-no question
             opening = fact.split(maxsplit=1)[0].lower() if fact.strip() else ""
             said = (
                 f"{fact[:1].lower()}{fact[1:]}"
@@ -233,9 +239,7 @@ class Director:
             )
             check = f"Is it true that {said.rstrip('.')}?"
             return prompts.render("student_check", objective=objective, fact=fact), check
-        draft = self.curriculum.echo(target, objective)
-        if times >= 2 and draft:
-            draft = await self._reword(objective, draft, progress.asked.get(target, [])) or draft
+        draft = reworded or draft
         if draft:
             return prompts.render("student_ask_draft", objective=objective, draft=draft), draft
         hint = self.curriculum.hint(target, objective)

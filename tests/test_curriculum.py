@@ -122,3 +122,38 @@ def test_a_run_steers_to_facts_records_what_it_taught_and_checks_a_fact_the_seco
     # the first time, the student is given the fact asked back as a question; the second, a yes-no check
     assert "What is the capital of Vellmar?" in asked[0]
     assert any("yes-or-no" in a and "Korrin is the capital of Vellmar" in a for a in asked)
+
+
+def test_a_fact_comes_back_as_an_open_question_in_other_words_before_a_yes_no_check(
+    scenario_file, tmp_path: Path
+) -> None:
+    """The second time a fact comes up, the judge model rewords the director's question (an open question,
+    as a held-out one would be); the yes-or-no check comes only when no rewording is usable."""
+    from tests.conftest import verdict
+
+    asked: list[str] = []
+
+    def student(messages: list) -> str:
+        asked.append(str(messages[-1].content))
+        return "Which city is the capital of Vellmar?" if "Which city" in asked[-1] else "What is it?"
+
+    def judge_model(messages: list) -> str:
+        if "In other words:" in str(messages[-1].content):
+            return "Which city is the capital of Vellmar?"
+        return verdict(9)
+
+    clients = {
+        "student": ScriptedChatClient([student] * 20, role="student"),
+        "teacher": ScriptedChatClient(
+            ["Korrin is the capital of Vellmar.", "The currency of Vellmar is the drell."]
+            + ["The capital of Vellmar is Korrin."] * 3,
+            role="teacher",
+        ),
+        "judge": ScriptedChatClient([judge_model] * 40, role="judge"),
+    }
+    facts = ["Korrin is the capital of Vellmar.", "The currency of Vellmar is the drell."]
+    events = run(scenario_file(turns=3, facts=facts, phrasings=2, teachback=False), tmp_path, clients)
+    starts = [e for e in events if isinstance(e, TurnStarted)]
+    assert [s.facts for s in starts] == [[0], [1], [0]]
+    assert "Which city is the capital of Vellmar?" in asked[-1]  # the rewording, not a yes-or-no check
+    assert not any("yes-or-no" in a for a in asked)

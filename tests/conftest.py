@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -47,6 +48,15 @@ def judge(score: int = 9, calls: int = 64) -> ScriptedChatClient:
     """A scripted judge that gives every call the same verdict: a JSON verdict where the judge model is
     asked for one (no knowledge), P(true) = score / 10 where it is asked whether the notes say a claim."""
     return ScriptedChatClient([verdict(score)] * calls, role="judge")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_reaches_children() -> None:
+    """A shell that starts the suite in the background (`make test &`, nohup) hands it SIGINT ignored, and
+    every run a test starts would inherit that: the Ctrl-C tests would test nothing. Handled here, SIGINT
+    reaches each child with its default action again (exec resets a caught signal, not an ignored one)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 _YES = ("yes", "true")
 _NO = ("no", "false")
 TOP_LOGPROBS = 10
+# P(true) an uncertain claim needs from a judge whose own threshold was not measured. Each bundled judge
+# carries its measured one (agents/models.py `LocalModel.entailed`; README, "The dialogue gate").
+ENTAILED = 0.45
 
 
 def entailment_messages(premise: str, claim: str) -> list[Any]:
@@ -62,8 +65,6 @@ class ChatEntailer:
     """The entailment question put to any chat client (a hosted judge, or the scripted one in tests)."""
 
     def __init__(self, client: ChatCompletionClient, threshold: float | None = None):
-        from teachback.agents.judge import ENTAILED
-
         self.client = client
         self.threshold = ENTAILED if threshold is None else threshold
 
@@ -165,8 +166,6 @@ class LocalEntailer:
         n_threads: int | None = None,
         threshold: float | None = None,
     ):
-        from teachback.agents.judge import ENTAILED
-
         self.model_path = Path(model_path)
         self.threshold = ENTAILED if threshold is None else threshold
         self.n_ctx = n_ctx

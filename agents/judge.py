@@ -42,6 +42,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from teachback.agents import prompts
 from teachback.agents.claims import SUPPORTED, UNCERTAIN, UNSUPPORTED, Claim, KnowledgeIndex
+from teachback.agents.entailment import ENTAILED
 from teachback.agents.grounding import Knowledge
 from teachback.agents.terms import STOPWORDS, content_words, numbers_as_digits, specifics, stem, words
 
@@ -51,9 +52,6 @@ if TYPE_CHECKING:
     from teachback.agents.entailment import Entailer
 
 LLM_WEIGHT = 0.25  # a 135M judge model is at chance (README, judge-eval); the grounded checks carry it
-# P(true) an uncertain claim needs from a judge whose own threshold was not measured. Each bundled judge
-# carries its measured one (agents/models.py `LocalModel.entailed`; README, "The dialogue gate").
-ENTAILED = 0.45
 MAX_CLAIMS = 4  # an answer that states more is reciting the notes
 RELEVANCE = 0.5  # P(answers the question) below this rejects, when the question names nothing of the notes
 QUESTION_THRESHOLD = 0.5
